@@ -1,0 +1,55 @@
+"""``python -m driver``: serve the plugin API on its unix socket until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from driver import __version__, logsetup
+from driver.api import make_app
+from driver.registry import Registry
+from driver.settings import Settings
+
+log = logging.getLogger("driver")
+
+
+async def serve(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    os.makedirs(settings.log_root, mode=0o755, exist_ok=True)
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    registry = Registry(settings, loop)
+    registry.restore()
+
+    runner = web.AppRunner(make_app(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    os.makedirs(os.path.dirname(settings.socket), exist_ok=True)
+    if os.path.exists(settings.socket):
+        os.unlink(settings.socket)  # left by a killed predecessor
+    site = web.UnixSite(runner, settings.socket)
+    await site.start()
+    os.chmod(settings.socket, 0o600)
+    log.info("logbridge serving", extra={"version": __version__, "socket": settings.socket,
+                                          "log_root": settings.log_root, "state_dir": settings.state_dir})
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: flushing and saving cursors")
+    await runner.cleanup()
+    await registry.shutdown()
+    log.info("stopped")
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logsetup.setup(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The plugin HTTP API on the unix socket: translates dockerd's calls into Registry calls, nothing more.
+
+dockerd sends no Content-Type, sometimes an empty body, any Host; it wants a JSON body on every 200 and reports
+``Err`` to the user. Requests are served concurrently (a ReadLogs stream holds its connection open).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from driver.options import OptionError
+from driver.registry import Registry
+
+log = logging.getLogger(__name__)
+
+REGISTRY = web.AppKey("registry", Registry)
+
+
+async def _body(request: web.Request) -> dict:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("request body is not a JSON object")
+    return data
+
+
+def _reply(err: str = "") -> web.Response:
+    return web.json_response({"Err": err})
+
+
+async def activate(request: web.Request) -> web.Response:
+    return web.json_response({"Implements": ["LogDriver"]})
+
+
+async def capabilities(request: web.Request) -> web.Response:
+    return web.json_response({"Cap": {"ReadLogs": False}})
+
+
+async def start_logging(request: web.Request) -> web.Response:
+    try:
+        body = await _body(request)
+        fifo = body.get("File") or ""
+        if not fifo:
+            return _reply("logbridge: StartLogging without a File")
+        request.app[REGISTRY].start_logging(fifo, body.get("Info") or {})
+    except OptionError as exc:
+        log.info("StartLogging refused", extra={"error": str(exc)})
+        return _reply(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the user must see why the container cannot start
+        log.exception("StartLogging failed")
+        return _reply(f"logbridge: cannot start logging: {exc}")
+    return _reply()
+
+
+async def stop_logging(request: web.Request) -> web.Response:
+    try:
+        body = await _body(request)
+        request.app[REGISTRY].stop_logging(body.get("File") or "")
+    except Exception:  # noqa: BLE001 - StopLogging never fails (P6): dockerd would leak the FIFO and our ref
+        log.exception("StopLogging failed")
+    return _reply()
+
+
+def make_app(registry: Registry) -> web.Application:
+    app = web.Application()
+    app[REGISTRY] = registry
+    app.router.add_post("/Plugin.Activate", activate)
+    app.router.add_post("/LogDriver.Capabilities", capabilities)
+    app.router.add_post("/LogDriver.StartLogging", start_logging)
+    app.router.add_post("/LogDriver.StopLogging", stop_logging)
+    return app

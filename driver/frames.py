@@ -1,0 +1,164 @@
+"""The frame codec dockerd speaks on a log FIFO and expects back from ReadLogs. Pure: bytes in, tuples out.
+
+A frame is a big-endian u32 payload length followed by a protobuf ``LogEntry``. Decoded entries are plain tuples
+(cheap to build on the hot path), in the order named by ``Entry``.
+
+dockerd never writes anything else into the pipe, but a journal can still hold garbage (a torn frame after a crash
+of the writer, a journal cut by its byte cap at a segment edge). There is no sync marker, so the decoder skips to
+the next *plausible* frame: a sane length followed by field 1 (``source``) holding ``stdout`` or ``stderr``, which
+is how every frame dockerd writes begins (protobuf serialises fields in number order).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from logbridge_proto.entry_pb2 import LogEntry
+
+# dockerd's copier cuts lines at 16 KiB, so real frames stay under ~16.5 KB; moby's own readers cap at 1e6.
+MAX_FRAME = 1_000_000
+HEADER = 4
+SOURCES = ("stdout", "stderr")
+# Field 1 (source), wire type 2, length 6: the first bytes of every payload dockerd writes.
+_SOURCE_TAG = b"\x0a\x06"
+_PLAUSIBLE_SOURCES = (b"stdout", b"stderr")
+
+_unpack_len = struct.Struct(">I").unpack_from
+_pack_len = struct.Struct(">I").pack
+
+
+class Entry(NamedTuple):
+    """Field order of the decoded-entry tuples (the decoder builds plain tuples; this documents and names them)."""
+
+    source: str
+    time_nano: int
+    line: bytes
+    partial: bool
+    last: bool
+    partial_id: str
+    ordinal: int
+
+
+def _plausible_at(buf: bytes | memoryview, pos: int) -> bool:
+    """Whether a frame dockerd could have written starts at ``pos`` (needs 12 bytes to judge)."""
+    (length,) = _unpack_len(buf, pos)
+    return (
+        8 <= length <= MAX_FRAME
+        and buf[pos + 4 : pos + 6] == _SOURCE_TAG
+        and bytes(buf[pos + 6 : pos + 12]) in _PLAUSIBLE_SOURCES
+    )
+
+
+class FrameDecoder:
+    """Decodes a frame stream chunk by chunk, skipping garbage; counts what it skipped.
+
+    ``decode(buf)`` returns the entries of the whole frames at the start of ``buf`` and how many bytes they (and any
+    skipped garbage) used; the caller keeps the unused tail and passes it again with more bytes. With ``final=True``
+    (no more bytes will come) a torn frame at the end is counted as garbage instead of waiting.
+    """
+
+    def __init__(self) -> None:
+        self._msg = LogEntry()
+        self.skipped_bytes = 0  # garbage bytes stepped over
+        self.garbled = 0  # places where the stream had to be resynchronised
+        self._lost = False  # inside garbage whose end is not in sight yet: one incident, counted once
+
+    def decode(self, buf: bytes, final: bool = False) -> tuple[list[tuple], int]:
+        out: list[tuple] = []
+        append = out.append
+        msg = self._msg
+        parse = msg.ParseFromString
+        view = memoryview(buf)
+        pos = 0
+        end = len(buf)
+        while end - pos >= HEADER:
+            (length,) = _unpack_len(buf, pos)
+            stop = pos + HEADER + length
+            if length > MAX_FRAME:
+                pos = self._resync(buf, pos, final)
+                continue
+            if stop > end:
+                break
+            try:
+                parse(view[pos + HEADER : stop])
+            except Exception:  # noqa: BLE001 - upb raises DecodeError, a garbled payload is all it can mean
+                pos = self._resync(buf, pos, final)
+                continue
+            source = msg.source
+            if source != "stdout" and source != "stderr":
+                if length == 0:  # an empty LogEntry is a valid frame that carries nothing
+                    pos = stop
+                    continue
+                pos = self._resync(buf, pos, final)
+                continue
+            self._lost = False
+            if msg.partial:
+                meta = msg.partial_log_metadata
+                append((source, msg.time_nano, msg.line, True, meta.last, meta.id, meta.ordinal))
+            else:
+                append((source, msg.time_nano, msg.line, False, False, "", 0))
+            pos = stop
+        if final and pos < end:
+            self._skip(end - pos)
+            pos = end
+        return out, pos
+
+    def _resync(self, buf: bytes, pos: int, final: bool) -> int:
+        """Position of the next plausible frame after ``pos``; all bytes before it are counted as skipped."""
+        if not self._lost:
+            self.garbled += 1
+        end = len(buf)
+        probe = pos + 1
+        while True:
+            tag = buf.find(_SOURCE_TAG, probe + HEADER)
+            if tag < 0 or tag + 8 > end:
+                # Keep a tail that may hold the start of a plausible frame, unless nothing more will come.
+                nxt = end if final else max(pos + 1, end - 11)
+                self._lost = not final
+                break
+            cand = tag - HEADER
+            if _plausible_at(buf, cand):
+                nxt = cand
+                self._lost = False
+                break
+            probe = cand + 1
+        self._skip(nxt - pos)
+        return nxt
+
+    def _skip(self, n: int) -> None:
+        self.skipped_bytes += n
+
+
+def encode_frame(source: str, time_nano: int, line: bytes) -> bytes:
+    """One frame as ReadLogs returns it to dockerd (no partial metadata: dockerd drops it on reads anyway)."""
+    msg = LogEntry(source=source, time_nano=time_nano, line=line)
+    payload = msg.SerializeToString()
+    return _pack_len(len(payload)) + payload
+
+
+def encode_entry(entry: tuple) -> bytes:
+    """One frame carrying every field of a decoded entry, as dockerd writes it into the FIFO (tests, benchmarks)."""
+    source, time_nano, line, partial, last, partial_id, ordinal = entry
+    msg = LogEntry(source=source, time_nano=time_nano, line=line, partial=partial)
+    if partial:
+        meta = msg.partial_log_metadata
+        meta.last = last
+        meta.id = partial_id
+        meta.ordinal = ordinal
+    payload = msg.SerializeToString()
+    return _pack_len(len(payload)) + payload
+
+
+def next_boundary(buf: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """Walk frame headers from the boundary ``pos`` to the first boundary at or after ``limit``.
+
+    Returns (boundary, frames passed). Used when a byte range of the journal is given up: it tells exactly how
+    many frames were lost and where the next whole frame starts. ``buf`` must reach that boundary.
+    """
+    frames = 0
+    while pos < limit:
+        (length,) = _unpack_len(buf, pos)
+        pos += HEADER + length
+        frames += 1
+    return pos, frames

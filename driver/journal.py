@@ -1,0 +1,299 @@
+"""A container's journal: the raw frame stream from its FIFO, kept on disk until every consumer has passed it.
+
+The stream is one logical byte sequence; offsets are positions in it. It is stored as segment files named by the
+offset of their first byte, so a segment boundary may fall inside a frame. The writer moves bytes from the FIFO with
+``os.splice`` (in the kernel, no copy through Python): a byte is either still in the pipe or already in a segment,
+so killing the process loses nothing, and after a restart the journal's end is simply the size of its files.
+
+Consumers (the json.log writer, each sink) read through a ``Cursor``: ``pos`` is the frame boundary up to which
+they have taken entries. A byte cap bounds the journal: beyond it the oldest segment is given up even if a consumer
+has not read it; that consumer's cursor jumps to the next whole frame and the frames it lost are counted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import json
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+
+from driver.frames import HEADER, MAX_FRAME
+
+SEGMENT_SUFFIX = ".seg"
+_unpack_len = struct.Struct(">I").unpack_from
+
+
+class JournalFull(OSError):
+    """The state dir's file system refused the bytes (ENOSPC/EDQUOT)."""
+
+
+def _is_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass
+class Cursor:
+    """One consumer's place in the journal. ``pos`` is always a frame boundary (or a resync point)."""
+
+    name: str
+    pos: int = 0
+    dropped_frames: int = 0  # frames the byte cap took before this consumer read them
+    dropped_bytes: int = 0
+    extra: dict = field(default_factory=dict)  # consumer state saved with the position (e.g. json.log size)
+
+
+class Journal:
+    """Segment files of one container's frame stream. Thread-safe: the loop writes, consumer threads read."""
+
+    def __init__(self, directory: str, segment_bytes: int = 8 << 20, max_bytes: int = 256 << 20) -> None:
+        self.dir = directory
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._starts: list[int] = sorted(
+            int(n[: -len(SEGMENT_SUFFIX)]) for n in os.listdir(directory) if n.endswith(SEGMENT_SUFFIX)
+        )
+        self._read_fds: dict[int, int] = {}
+        self.cursors: dict[str, Cursor] = {}
+        self.dropped_segments = 0
+        if not self._starts:
+            self._starts.append(0)
+            self._create_segment(0)
+        last = self._starts[-1]
+        self._wfd = os.open(self._path(last), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._wstart = last
+        self._wlen = os.fstat(self._wfd).st_size
+        self.end = last + self._wlen
+
+    # ---- layout -------------------------------------------------------------------------------------------
+    def _path(self, start: int) -> str:
+        return os.path.join(self.dir, f"{start:020d}{SEGMENT_SUFFIX}")
+
+    def _create_segment(self, start: int) -> None:
+        fd = os.open(self._path(start), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+
+    @property
+    def start(self) -> int:
+        return self._starts[0]
+
+    def known_boundary(self) -> int:
+        """A frame boundary near the end: the furthest consumer position (the start if there is none)."""
+        return max((c.pos for c in self.cursors.values() if c.pos >= self.start), default=self.start)
+
+    def size(self) -> int:
+        return self.end - self.start
+
+    def segment_count(self) -> int:
+        return len(self._starts)
+
+    # ---- writing (event loop thread only) ---------------------------------------------------------------------
+    def _roll_if_full(self) -> None:
+        if self._wlen < self.segment_bytes:
+            return
+        start = self.end
+        try:
+            fd = os.open(self._path(start), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if _is_full(exc):
+                raise JournalFull(exc.errno, "no room for a new journal segment") from exc
+            raise
+        with self._lock:
+            os.close(self._wfd)
+            self._wfd, self._wstart, self._wlen = fd, start, 0
+            self._starts.append(start)
+
+    def splice_from(self, fifo_fd: int, budget: int) -> int:
+        """Move up to ``budget`` bytes from the FIFO. Returns bytes moved; -1 at EOF; 0 when the pipe is empty."""
+        moved = 0
+        while moved < budget:
+            self._roll_if_full()
+            want = min(budget - moved, self.segment_bytes - self._wlen)
+            try:
+                n = os.splice(fifo_fd, self._wfd, max(want, 1 << 16), offset_dst=self._wlen)
+            except BlockingIOError:
+                return moved
+            except OSError as exc:
+                if _is_full(exc):
+                    raise JournalFull(exc.errno, "journal file system is full") from exc
+                raise
+            if n == 0:
+                return moved if moved else -1
+            self._wlen += n
+            self.end += n
+            moved += n
+        return moved
+
+    def write(self, data: bytes) -> int:
+        """Append bytes read by other means (the disk-full path). Returns how many were stored."""
+        done = 0
+        while done < len(data):
+            self._roll_if_full()
+            try:
+                n = os.pwrite(self._wfd, data[done : done + self.segment_bytes - self._wlen], self._wlen)
+            except OSError as exc:
+                if _is_full(exc):
+                    return done
+                raise
+            self._wlen += n
+            self.end += n
+            done += n
+        return done
+
+    # ---- reading (any thread) -----------------------------------------------------------------------------------
+    def _read_fd(self, start: int) -> int:
+        fd = self._read_fds.get(start)
+        if fd is None:
+            fd = os.open(self._path(start), os.O_RDONLY | os.O_CLOEXEC)
+            self._read_fds[start] = fd
+        return fd
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset`` (fewer at the end of the journal), across segments."""
+        with self._lock:
+            return self._read_locked(offset, size)
+
+    def _read_locked(self, offset: int, size: int) -> bytes:
+        size = min(size, self.end - offset)
+        if size <= 0 or offset < self._starts[0]:
+            return b""
+        parts = []
+        i = bisect.bisect_right(self._starts, offset) - 1
+        while size > 0 and i < len(self._starts):
+            seg = self._starts[i]
+            chunk = os.pread(self._read_fd(seg), size, offset - seg)
+            if not chunk:
+                break
+            parts.append(chunk)
+            offset += len(chunk)
+            size -= len(chunk)
+            if i + 1 < len(self._starts) and offset >= self._starts[i + 1]:
+                i += 1
+        return b"".join(parts)
+
+    def take(self, cursor: Cursor, start: int, consumed: int) -> bool:
+        """Advance ``cursor`` from ``start`` by ``consumed`` bytes unless the byte cap moved it meanwhile.
+
+        A consumer reads at ``start``, decodes without the lock, then takes. If the cap gave up frames under it in
+        between, they were counted as dropped: the consumer discards what it decoded and reads again.
+        """
+        with self._lock:
+            if cursor.pos != start:
+                return False
+            cursor.pos = start + consumed
+            return True
+
+    # ---- space --------------------------------------------------------------------------------------------------
+    def release(self, upto: int) -> int:
+        """Delete segments that lie wholly before ``upto`` (every consumer has saved a cursor past them)."""
+        removed = 0
+        with self._lock:
+            while len(self._starts) > 1 and self._starts[1] <= upto:
+                self._unlink_oldest()
+                removed += 1
+        return removed
+
+    def over_cap(self) -> bool:
+        return self.end - self._starts[0] > self.max_bytes and len(self._starts) > 1
+
+    def enforce_cap(self) -> list[tuple[str, int, int]]:
+        """Give up oldest segments until the journal fits its cap. Returns (cursor, frames, bytes) dropped."""
+        lost: list[tuple[str, int, int]] = []
+        with self._lock:
+            while self.end - self._starts[0] > self.max_bytes and len(self._starts) > 1:
+                cut = self._starts[1]
+                for cur in self.cursors.values():
+                    if cur.pos < cut:
+                        frames, new_pos = self._walk(cur.pos, cut)
+                        cur.dropped_frames += frames
+                        cur.dropped_bytes += new_pos - cur.pos
+                        lost.append((cur.name, frames, new_pos - cur.pos))
+                        cur.pos = new_pos
+                self._unlink_oldest()
+                self.dropped_segments += 1
+        return lost
+
+    def _walk(self, pos: int, limit: int) -> tuple[int, int]:
+        """Frames from boundary ``pos`` to the first boundary at or past ``limit``, and that boundary."""
+        frames = 0
+        chunk = b""
+        base = pos
+        while pos < limit:
+            rel = pos - base
+            if len(chunk) - rel < HEADER:
+                base, chunk, rel = pos, self._read_locked(pos, 1 << 20), 0
+                if len(chunk) < HEADER:
+                    return frames, max(pos, limit)
+            (length,) = _unpack_len(chunk, rel)
+            if length > MAX_FRAME:  # garbage: stop at the cut, the decoder resynchronises from there
+                return frames, limit
+            pos += HEADER + length
+            frames += 1
+        return frames, min(pos, self.end)
+
+    def _unlink_oldest(self) -> None:
+        start = self._starts.pop(0)
+        fd = self._read_fds.pop(start, None)
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(self._path(start))
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            os.close(self._wfd)
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()
+
+    def destroy(self) -> None:
+        """Remove every segment (the container is gone and every consumer is done)."""
+        self.close()
+        for start in self._starts:
+            try:
+                os.unlink(self._path(start))
+            except FileNotFoundError:
+                pass
+
+
+class CursorStore:
+    """Persists cursors as small JSON files, replaced atomically (a SIGKILL leaves the old or the new one)."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.dir, f"{name}.json")
+
+    def load(self, name: str) -> Cursor:
+        try:
+            with open(self._path(name), encoding="utf-8") as f:
+                data = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return Cursor(name)
+        return Cursor(
+            name,
+            pos=int(data.get("pos", 0)),
+            dropped_frames=int(data.get("dropped_frames", 0)),
+            dropped_bytes=int(data.get("dropped_bytes", 0)),
+            extra=dict(data.get("extra", {})),
+        )
+
+    def save(self, cursor: Cursor, pos: int | None = None, extra: dict | None = None) -> None:
+        data = {
+            "pos": cursor.pos if pos is None else pos,
+            "dropped_frames": cursor.dropped_frames,
+            "dropped_bytes": cursor.dropped_bytes,
+            "extra": cursor.extra if extra is None else extra,
+        }
+        tmp = self._path(cursor.name) + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, self._path(cursor.name))

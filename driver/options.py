@@ -1,0 +1,238 @@
+"""Every ``--log-opt`` logbridge accepts, declared once: name, kind, default, one-line help.
+
+The table drives validation at StartLogging (a bad value fails ``docker run`` with a message naming the option and
+the accepted form), the defaults, and the options table in the README (``python -m driver.options``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class OptionError(ValueError):
+    """A log-opt the user must fix; the message reaches ``docker run`` as is."""
+
+
+# ---- value kinds: each parses a string or raises ValueError with the accepted form --------------------------
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.IGNORECASE)
+_UNITS = {None: 1, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def _size(base: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        m = _SIZE_RE.match(text.strip())
+        if not m:
+            raise ValueError
+        unit = m.group(2).lower() if m.group(2) else None
+        value = int(float(m.group(1)) * base ** _UNITS[unit])
+        if value <= 0:
+            raise ValueError
+        return value
+
+    return parse
+
+
+def parse_bool(text: str) -> bool:
+    # Go's strconv.ParseBool, which dockerd and the json-file driver use.
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ValueError
+
+
+def _positive_int(text: str) -> int:
+    value = int(text, 10)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text, 10)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Go's time.ParseDuration (``1s``, ``500ms``, ``1m30s``), in seconds."""
+    text = text.strip()
+    if text == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(text):
+        if m.start() != pos:
+            raise ValueError
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError
+    return total
+
+
+def _regex(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ValueError from exc
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError
+        return text
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Kind:
+    parse: Callable[[str], Any]
+    form: str  # the accepted form, as the error message and the README show it
+
+
+SIZE = Kind(_size(1000), "a size like 10m or 1g (k, m, g: decimal units as json-file, 1k = 1000 bytes)")
+RAM_SIZE = Kind(_size(1024), "a size like 1m or 512k (binary units, 1k = 1024 bytes)")
+COUNT = Kind(_positive_int, "a whole number of 1 or more")
+NON_NEGATIVE = Kind(_non_negative_int, "a whole number of 0 or more")
+BOOL = Kind(parse_bool, "true or false")
+DURATION = Kind(parse_duration, "a duration like 1s, 500ms or 1m30s")
+REGEX = Kind(_regex, "a regular expression")
+CSV = Kind(_csv, "a comma-separated list of names")
+TEXT = Kind(_text, "any text")
+TEMPLATE = Kind(_text, "a template using {{.ID}} {{.FullID}} {{.Name}} {{.ImageID}} {{.ImageFullID}} "
+                       "{{.ImageName}} {{.DaemonName}} and plain text")
+MODE = Kind(_choice("blocking", "non-blocking"), "blocking or non-blocking")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: Kind
+    default: str | None
+    help: str
+    group: str = "json-file"
+
+
+OPTIONS: tuple[Option, ...] = (
+    # json-file's own options, same meaning.
+    Option("max-size", SIZE, "100m", "rotate json.log when it reaches this size (bounded by default, unlike json-file)"),
+    Option("max-file", COUNT, "3", "how many json.log files to keep, the current one included"),
+    Option("compress", BOOL, "false", "gzip rotated files (needs max-file of 2 or more)"),
+    Option("labels", CSV, None, "container labels to add to each entry's attrs"),
+    Option("labels-regex", REGEX, None, "add the container labels whose keys match"),
+    Option("env", CSV, None, "container environment variables to add to each entry's attrs"),
+    Option("env-regex", REGEX, None, "add the environment variables whose names match"),
+    Option("tag", TEMPLATE, None, "tag stored in attrs (json.log) and used as the forward tag"),
+    # Keys dockerd itself handles; they reach the plugin and must not be rejected.
+    Option("mode", MODE, "blocking", "dockerd's delivery mode; non-blocking drops lines silently inside dockerd",
+           "dockerd"),
+    Option("max-buffer-size", RAM_SIZE, None, "dockerd's ring buffer for mode=non-blocking", "dockerd"),
+    Option("cache-disabled", BOOL, None, "dockerd's dual-logging cache (not used: logbridge serves docker logs)",
+           "dockerd"),
+    Option("cache-max-size", SIZE, None, "dockerd's dual-logging cache size (ignored by dockerd 20.10)", "dockerd"),
+    Option("cache-max-file", COUNT, None, "dockerd's dual-logging cache files (ignored by dockerd 20.10)", "dockerd"),
+    Option("cache-compress", BOOL, None, "dockerd's dual-logging cache compression (ignored by dockerd 20.10)",
+           "dockerd"),
+    # logbridge's own.
+    Option("journal-max-size", SIZE, "256m",
+           "cap of the on-disk journal of raw frames; beyond it the oldest unsent frames are dropped and counted",
+           "logbridge"),
+    # Docker's fluentd driver options, same meaning where they still apply (forwarding is off without an address).
+    Option("fluentd-address", TEXT, None,
+           "forward destination: tcp://host:port, tls://host:port, tcp+tls://host:port, unix:///path", "forward"),
+    Option("fluentd-async", BOOL, None, "accepted for compatibility: logbridge never blocks a container", "forward"),
+    Option("fluentd-async-connect", BOOL, None, "deprecated alias of fluentd-async", "forward"),
+    Option("fluentd-buffer-limit", RAM_SIZE, None, "accepted for compatibility: the journal is the buffer",
+           "forward"),
+    Option("fluentd-retry-wait", DURATION, "1s", "first wait before reconnecting; doubles up to 60s", "forward"),
+    Option("fluentd-max-retries", NON_NEGATIVE, None, "accepted for compatibility: logbridge retries until the "
+           "journal cap drops frames", "forward"),
+    Option("fluentd-sub-second-precision", BOOL, "true", "send EventTime (nanoseconds) instead of whole seconds",
+           "forward"),
+    Option("fluentd-request-ack", BOOL, "true", "ask the receiver to acknowledge each batch (at-least-once)",
+           "forward"),
+    Option("fluentd-write-timeout", DURATION, "10s", "give up a connection when a write takes longer", "forward"),
+    Option("fluentd-async-reconnect-interval", DURATION, None, "accepted for compatibility", "forward"),
+)
+
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+class Options(Mapping[str, Any]):
+    """Parsed log-opts: every declared option present, with its default when the user gave none."""
+
+    def __init__(self, values: dict[str, Any], given: frozenset[str]) -> None:
+        self._values = values
+        self.given = given
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def _bad(option: Option, value: str) -> OptionError:
+    return OptionError(f"logbridge: invalid log-opt {option.name}={value!r}: expected {option.kind.form}")
+
+
+def parse_options(config: Mapping[str, str] | None) -> Options:
+    """Validate dockerd's ``Info.Config``; raises OptionError with a message naming the option and its form."""
+    config = dict(config or {})
+    unknown = sorted(k for k in config if k not in BY_NAME)
+    if unknown:
+        names = ", ".join(o.name for o in OPTIONS)
+        raise OptionError(f"logbridge: unknown log-opt {unknown[0]!r}; accepted: {names}")
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = config.get(option.name, option.default)
+        if raw is None:
+            values[option.name] = None
+            continue
+        try:
+            values[option.name] = option.kind.parse(raw)
+        except ValueError:
+            raise _bad(option, raw) from None
+    _check_combinations(values, frozenset(config))
+    return Options(values, frozenset(config))
+
+
+def _check_combinations(values: dict[str, Any], given: frozenset[str]) -> None:
+    if values["compress"] and values["max-file"] < 2:
+        raise OptionError("logbridge: invalid log-opt compress=true: it needs max-file of 2 or more")
+    if "fluentd-async" in given and "fluentd-async-connect" in given:
+        raise OptionError("logbridge: log-opts fluentd-async and fluentd-async-connect conflict: use fluentd-async")
+
+
+def markdown_table() -> str:
+    """The README's options table, generated from OPTIONS."""
+    rows = ["| option | default | accepted values | what it does |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        default = f"`{o.default}`" if o.default is not None else ""
+        rows.append(f"| `{o.name}` | {default} | {o.kind.form} | {o.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,186 @@
+"""One container's data path: FIFO --splice--> journal --cursors--> json.log writer (and sinks).
+
+The event loop only splices; each consumer runs its batches in a worker thread, woken when the journal grows, so
+neither disk nor network work ever sits between the FIFO and the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import Executor
+
+from driver.fifo import FifoSource
+from driver.info import LogInfo, extra_attributes, render_tag
+from driver.journal import CursorStore, Journal, JournalFull
+from driver.jsonfile import encode_attrs
+from driver.logfile import LogFile
+from driver.options import Options
+from driver.settings import Settings
+from driver.sinks.jsonlog import JsonLogWriter, log_path
+from driver.stats import ContainerStats
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 1.0  # seconds before a consumer stopped by a full disk tries again
+
+
+class Pipeline:
+    def __init__(self, info: LogInfo, opts: Options, settings: Settings, executor: Executor,
+                 loop: asyncio.AbstractEventLoop, on_finished) -> None:
+        self.info = info
+        self.opts = opts
+        self.container_id = info.container_id
+        self.dir = os.path.join(settings.state_dir, "containers", info.container_id)
+        self.stats = ContainerStats(info.container_id)
+        self._loop = loop
+        self._executor = executor
+        self._on_finished = on_finished
+        self.journal = Journal(os.path.join(self.dir, "journal"), max_bytes=opts["journal-max-size"])
+        store = CursorStore(os.path.join(self.dir, "cursors"))
+        self.jsonlog = self._make_jsonlog(settings, store)
+        self.consumers = [self.jsonlog]
+        self.fifo: FifoSource | None = None
+        self._wake = {c.name: asyncio.Event() for c in self.consumers}
+        self._idle = {c.name: asyncio.Event() for c in self.consumers}
+        self._capping = False
+        self._closing = False
+        self._tasks = [loop.create_task(self._run(c)) for c in self.consumers]
+        self.poke()  # a restart may find work left in the journal
+
+    def _make_jsonlog(self, settings: Settings, store: CursorStore) -> JsonLogWriter:
+        attrs = extra_attributes(self.info, self.opts)
+        if self.opts["tag"] is not None:
+            attrs["tag"] = render_tag(self.opts["tag"], self.info)
+        path = log_path(settings.log_root, self.container_id)
+        logfile = LogFile(path, self.opts["max-size"], self.opts["max-file"], self.opts["compress"])
+        writer = JsonLogWriter(self.journal, store, logfile, encode_attrs(attrs), self.stats)
+        logfile.on_rotate = writer.on_rotate
+        return writer
+
+    # ---- FIFO side (event loop) ----------------------------------------------------------------------------
+    def attach(self, path: str) -> None:
+        """Start draining a FIFO. A container has one live FIFO at a time: a new one (restart, live-restore)
+        arrives only after dockerd closed the old logger, so the old pipe is emptied into the journal first."""
+        if self.fifo is not None:
+            old = self.fifo
+            old.drain()
+            old.close()
+            log.info("new FIFO for container: previous one drained and closed",
+                     extra={"container": self.container_id[:12], "old": old.path, "new": path})
+        self.fifo = FifoSource(path, self.journal, self._on_data, self._on_eof, self._on_dropped)
+        for c in self.consumers:
+            c.sealed = False
+        self.fifo.start(self._loop)
+
+    def stop(self, path: str) -> None:
+        """StopLogging: everything dockerd wrote is in the pipe now; move it, EOF follows after the reply."""
+        if self.fifo is not None and self.fifo.path == path:
+            self.fifo.drain()
+            self.fifo.stopped = True
+
+    def _on_data(self) -> None:
+        self.poke()
+        if not self._capping and self.journal.over_cap():
+            self._capping = True
+            self._loop.create_task(self._enforce_cap())
+
+    def _on_eof(self, fifo: FifoSource) -> None:
+        if fifo is self.fifo:
+            self.seal()
+
+    def seal(self) -> None:
+        """No more bytes will come: finish the journal, then close (unless a new FIFO arrives first)."""
+        self.fifo = None
+        for c in self.consumers:
+            c.sealed = True
+        self.poke()
+        self._loop.create_task(self._finish_when_idle())
+
+    def _on_dropped(self, frames: int, nbytes: int) -> None:
+        self.stats.dropped("disk_full", frames, nbytes)
+
+    async def _enforce_cap(self) -> None:
+        try:
+            lost = await self._loop.run_in_executor(self._executor, self.journal.enforce_cap)
+            for name, frames, nbytes in lost:
+                if name == self.jsonlog.name:
+                    self.stats.dropped("journal_cap", frames, nbytes)
+                log.warning("journal cap reached: oldest frames dropped",
+                            extra={"container": self.container_id[:12], "consumer": name, "frames": frames})
+        finally:
+            self._capping = False
+
+    # ---- consumer side ----------------------------------------------------------------------------------------
+    def poke(self) -> None:
+        for name, event in self._wake.items():
+            self._idle[name].clear()
+            event.set()
+
+    async def _run(self, consumer) -> None:
+        wake, idle = self._wake[consumer.name], self._idle[consumer.name]
+        while True:
+            await wake.wait()
+            wake.clear()
+            if self._closing:
+                return
+            try:
+                while await self._loop.run_in_executor(self._executor, consumer.pump):
+                    self._release()
+            except (OSError, JournalFull) as exc:
+                log.debug("consumer paused", extra={"consumer": consumer.name, "error": str(exc)})
+                self._loop.call_later(RETRY_AFTER, self.poke)
+                continue
+            except Exception:
+                log.exception("consumer failed; retrying", extra={"consumer": consumer.name})
+                self._loop.call_later(RETRY_AFTER, self.poke)
+                continue
+            self._release()
+            if not wake.is_set():
+                idle.set()
+
+    def _release(self) -> None:
+        self.journal.release(min(c.saved_pos for c in self.consumers))
+
+    async def idle(self) -> None:
+        """Wait until every consumer has caught up with the journal."""
+        for c in self.consumers:
+            await self._idle[c.name].wait()
+
+    async def _finish_when_idle(self) -> None:
+        while True:
+            await self.idle()
+            if self.fifo is not None:
+                return  # a new FIFO arrived meanwhile (restart): the pipeline lives on
+            if all(c.caught_up() for c in self.consumers):
+                break
+            await asyncio.sleep(0.05)
+            self.poke()
+        await self.close()
+        self._on_finished(self)
+
+    async def flush(self) -> None:
+        """Catch up and persist cursors (SIGTERM, tests)."""
+        self.poke()
+        await self.idle()
+        await self._loop.run_in_executor(self._executor, self._flush_sync)
+
+    def _flush_sync(self) -> None:
+        for c in self.consumers:
+            c.flush()
+        self._release()
+
+    async def close(self) -> None:
+        """Stop consumers (after their batch in progress) and release files; the FIFO is left to the caller."""
+        self._closing = True
+        for event in self._wake.values():
+            event.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._loop.run_in_executor(self._executor, self._close_sync)
+
+    def _close_sync(self) -> None:
+        for c in self.consumers:
+            c.close()
+        self._release()
+        self.journal.close()

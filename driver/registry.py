@@ -1,0 +1,166 @@
+"""The only global state: container id → Pipeline, and the FIFO table that lets a restarted plugin carry on.
+
+dockerd never repeats StartLogging after a plugin restart, so every attached FIFO is persisted with the Info it came
+with; on start the table is read back and the FIFOs re-opened. StartLogging is not "container started" (``docker
+logs`` on a stopped container sends an empty Start/Stop pair), and it may arrive twice for the same FIFO (dockerd
+retries): both must be harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from driver.info import LogInfo, render_tag
+from driver.options import OptionError, parse_options
+from driver.pipeline import Pipeline
+from driver.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self._loop = loop
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="consumer")
+        self.pipelines: dict[str, Pipeline] = {}
+        self.fifos: dict[str, str] = {}  # FIFO path → container id
+        self._table = os.path.join(settings.state_dir, "fifos.json")
+        os.makedirs(os.path.join(settings.state_dir, "containers"), mode=0o700, exist_ok=True)
+        os.chmod(settings.state_dir, 0o700)
+
+    # ---- plugin API calls --------------------------------------------------------------------------------
+    def start_logging(self, fifo: str, info_json: dict) -> None:
+        """Open the FIFO before returning (dockerd may unlink it right after a quick Start/Stop pair)."""
+        if fifo in self.fifos:
+            return  # a retried StartLogging: already draining this FIFO
+        try:
+            info = LogInfo.from_json(info_json)
+        except ValueError as exc:
+            raise OptionError(f"logbridge: {exc}") from None
+        opts = parse_options(info.config)
+        if opts["tag"] is not None:
+            render_tag(opts["tag"], info)  # reject a bad template at docker run, not later
+        if opts["mode"] == "non-blocking":
+            log.warning("mode=non-blocking: dockerd drops lines silently before they reach logbridge; logbridge "
+                        "never blocks a container, so the default blocking mode loses nothing",
+                        extra={"container": info.container_id[:12]})
+        self._save_info(info_json, info.container_id)
+        pipeline = self.pipelines.get(info.container_id)
+        if pipeline is None:
+            pipeline = self._new_pipeline(info, opts)
+        pipeline.attach(fifo)
+        self.fifos[fifo] = info.container_id
+        self._save_table()
+
+    def stop_logging(self, fifo: str) -> None:
+        """Never fails (a failed StopLogging leaks dockerd's FIFO and plugin reference)."""
+        cid = self.fifos.get(fifo)
+        pipeline = self.pipelines.get(cid) if cid else None
+        if pipeline is not None:
+            pipeline.stop(fifo)
+
+    # ---- lifecycle --------------------------------------------------------------------------------------------
+    def _new_pipeline(self, info: LogInfo, opts) -> Pipeline:
+        pipeline = Pipeline(info, opts, self.settings, self._executor, self._loop, self._finished)
+        self.pipelines[info.container_id] = pipeline
+        return pipeline
+
+    def _finished(self, pipeline: Pipeline) -> None:
+        """A pipeline whose FIFO ended and whose consumers caught up: drop it and its FIFO entries."""
+        if self.pipelines.get(pipeline.container_id) is pipeline:
+            del self.pipelines[pipeline.container_id]
+        for path in [p for p, cid in self.fifos.items() if cid == pipeline.container_id]:
+            if pipeline.fifo is None or pipeline.fifo.path != path:
+                del self.fifos[path]
+        self._save_table()
+
+    def restore(self) -> None:
+        """Re-open the FIFOs of the previous run and finish journals left behind by stopped containers."""
+        try:
+            with open(self._table, encoding="utf-8") as f:
+                table = json.load(f)
+        except (FileNotFoundError, ValueError):
+            table = {}
+        for fifo, cid in table.items():
+            if not os.path.exists(fifo):
+                continue  # dockerd unlinks a FIFO when its logger closes
+            try:
+                info_json = self._load_info(cid)
+                self.start_logging(fifo, info_json)
+                log.info("re-attached FIFO after restart", extra={"container": cid[:12], "fifo": fifo})
+            except Exception as exc:  # noqa: BLE001 - one broken entry must not stop the others
+                log.error("could not re-attach FIFO", extra={"fifo": fifo, "error": str(exc)})
+        self._resume_unfinished()
+        self._save_table()
+
+    def _resume_unfinished(self) -> None:
+        root = os.path.join(self.settings.state_dir, "containers")
+        for cid in os.listdir(root):
+            if cid in self.pipelines:
+                continue
+            try:
+                info = LogInfo.from_json(self._load_info(cid))
+                if not self._has_backlog(cid):
+                    continue
+                pipeline = self._new_pipeline(info, parse_options(info.config))
+                pipeline.seal()
+                log.info("finishing journal left by a stopped container", extra={"container": cid[:12]})
+            except Exception as exc:  # noqa: BLE001
+                log.error("could not resume container state", extra={"container": cid[:12], "error": str(exc)})
+
+    def _has_backlog(self, cid: str) -> bool:
+        base = os.path.join(self.settings.state_dir, "containers", cid)
+        journal_dir = os.path.join(base, "journal")
+        try:
+            segments = sorted(os.listdir(journal_dir))
+        except FileNotFoundError:
+            return False
+        if not segments:
+            return False
+        last = segments[-1]
+        end = int(last.split(".")[0]) + os.path.getsize(os.path.join(journal_dir, last))
+        try:
+            with open(os.path.join(base, "cursors", "jsonlog.json"), encoding="utf-8") as f:
+                pos = int(json.load(f).get("pos", 0))
+        except (FileNotFoundError, ValueError):
+            pos = 0
+        return pos < end
+
+    async def shutdown(self) -> None:
+        """SIGTERM: catch up, persist cursors, keep the FIFO table (live FIFOs never reach EOF)."""
+        pipelines = list(self.pipelines.values())
+        for p in pipelines:
+            if p.fifo is not None:
+                p.fifo.drain()
+                p.fifo.close()
+        await asyncio.gather(*(p.flush() for p in pipelines), return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in pipelines), return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    # ---- persistence ------------------------------------------------------------------------------------------
+    def _info_path(self, cid: str) -> str:
+        return os.path.join(self.settings.state_dir, "containers", cid, "info.json")
+
+    def _save_info(self, info_json: dict, cid: str) -> None:
+        path = self._info_path(cid)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        _write_atomic(path, json.dumps(info_json))
+
+    def _load_info(self, cid: str) -> dict:
+        with open(self._info_path(cid), encoding="utf-8") as f:
+            return json.load(f)
+
+    def _save_table(self) -> None:
+        _write_atomic(self._table, json.dumps(self.fifos))
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,159 @@
+"""The json.log consumer: journal → json-file lines → the container's rotating json.log.
+
+Crash consistency: the cursor is saved together with the json.log file it belongs to (inode) and that file's size.
+After a kill the file is cut back to that size and the journal replayed from the cursor, so json.log gets no torn
+line and no duplicate. A rotation may fall inside a batch: around it the cursor records the batch start plus how
+many of the batch's entries are already in the rotated file (``skip``), which the replay leaves out.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+
+from driver.frames import FrameDecoder
+from driver.jsonfile import encode_entries
+from driver.journal import Cursor, CursorStore, Journal
+from driver.logfile import LogFile
+
+log = logging.getLogger(__name__)
+
+NAME = "jsonlog"
+BATCH_BYTES = 1 << 20
+SAVE_INTERVAL = 1.0  # seconds between cursor saves: bounds replay work after a kill, never correctness
+
+
+class JsonLogWriter:
+    name = NAME
+
+    def __init__(self, journal: Journal, store: CursorStore, logfile: LogFile, attrs_json: bytes | None,
+                 stats) -> None:
+        self.journal = journal
+        self.store = store
+        self.logfile = logfile
+        self.attrs_json = attrs_json
+        self.stats = stats  # per-container counters (driver.stats.ContainerStats)
+        self.decoder = FrameDecoder()
+        self.cursor: Cursor = store.load(NAME)
+        self.sealed = False  # the journal will not grow any more (FIFO closed)
+        self.disk_full = False
+        self._batch_start = 0
+        self._batch_skipped = 0  # entries at the start of the current batch that a replay left out
+        self._saved_pos = self.cursor.pos
+        self._last_save = 0.0
+        self._recover()
+        journal.cursors[NAME] = self.cursor
+
+    # ---- crash recovery --------------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        extra = self.cursor.extra
+        if self.cursor.pos < self.journal.start:
+            # The journal's cap (or a lost segment) took frames this consumer never wrote.
+            self.stats.dropped("journal_cap", 0, self.journal.start - self.cursor.pos)
+            self.cursor.pos = self.journal.start
+            extra = {}
+        if "inode" in extra:
+            size = int(extra["size"]) if self.logfile.inode() == extra["inode"] else 0
+            if self.logfile.size != size:
+                log.info("json.log cut back to its last consistent size",
+                         extra={"path": self.logfile.path, "from": self.logfile.size, "to": size})
+                self.logfile.truncate_to(size)
+        self._skip = int(extra.get("skip", 0))
+
+    # ---- the batch loop (worker thread) ------------------------------------------------------------------------
+    @property
+    def saved_pos(self) -> int:
+        return self._saved_pos
+
+    def caught_up(self) -> bool:
+        return self.cursor.pos >= self.journal.end
+
+    def pump(self) -> bool:
+        start = self.cursor.pos
+        data = self.journal.read(start, BATCH_BYTES)
+        if not data:
+            if start < self.journal.start:  # the cap moved past us between read and check
+                return True
+            self._maybe_save()
+            return False
+        final = self.sealed and start + len(data) >= self.journal.end
+        garbled_before = self.decoder.garbled
+        entries, used = self.decoder.decode(data, final=final)
+        if used == 0:
+            self._maybe_save()
+            return False
+        if not self.journal.take(self.cursor, start, used):
+            return True  # the cap dropped frames under us; they are counted there
+        if self.decoder.garbled != garbled_before:
+            self.stats.garbled(self.decoder.garbled - garbled_before)
+        self._batch_skipped = min(self._skip, len(entries))
+        if self._skip:
+            self._skip -= self._batch_skipped
+            entries = entries[self._batch_skipped :]
+        if entries:
+            self._write(entries, start)
+        self._maybe_save()
+        return True
+
+    def _write(self, entries: list[tuple], start: int) -> None:
+        lines = encode_entries(entries, self.attrs_json)
+        size_before = self.logfile.size
+        self._batch_start = start
+        try:
+            self.logfile.write_lines(lines)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self._undo(start, size_before)
+            raise
+        if self.disk_full:
+            self.disk_full = False
+            log.warning("log disk has room again", extra={"path": self.logfile.path})
+        self.stats.written(len(entries))
+
+    def _undo(self, start: int, size_before: int) -> None:
+        """A full disk stopped a batch: cut the torn part and rewind, so the batch is written again later."""
+        if not self.disk_full:
+            self.disk_full = True
+            log.error("log disk full: lines wait in the journal", extra={"path": self.logfile.path})
+        try:
+            self.logfile.truncate_to(size_before)
+        except OSError:
+            pass
+        with self.journal._lock:  # noqa: SLF001 - rewind is the one place the consumer moves backwards
+            if self.cursor.pos > start:
+                self.cursor.pos = start
+
+    def on_rotate(self, phase: str, lines_done: int) -> None:
+        """Called by LogFile around a rotation inside ``write_lines``: save a cursor valid across the rename."""
+        self._save(self._batch_start, skip=self._batch_skipped + lines_done)
+
+    # ---- cursor ---------------------------------------------------------------------------------------------
+    def _maybe_save(self) -> None:
+        if self.cursor.pos != self._saved_pos and time.monotonic() - self._last_save >= SAVE_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        self._save(self.cursor.pos, skip=0)
+
+    def _save(self, pos: int, skip: int) -> None:
+        extra = {"inode": self.logfile.inode(), "size": self.logfile.size, "skip": skip}
+        try:
+            self.store.save(self.cursor, pos=pos, extra=extra)
+        except OSError as exc:
+            log.warning("could not save cursor", extra={"error": str(exc)})
+            return
+        self.cursor.extra = extra
+        self._last_save = time.monotonic()
+        if skip == 0:
+            self._saved_pos = pos
+
+    def close(self) -> None:
+        self.flush()
+        self.logfile.close()
+
+
+def log_path(log_root: str, container_id: str) -> str:
+    return os.path.join(log_root, container_id, f"{container_id}-json.log")
