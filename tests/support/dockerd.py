@@ -1,0 +1,338 @@
+"""A private dockerd: own state dir, sockets, containerd namespaces, no bridge and no iptables.
+
+Everything of the daemon lives under one SHORT state dir (<= 60 chars: dockerd and containerd put unix
+sockets below it, and those are limited to 107 bytes):
+
+    docker.sock  dockerd.pid  dockerd.log  daemon.json  data/  exec/  cli/
+
+Host-global and shared with every other daemon on the machine (dockerd 20.10 hard-codes them): managed
+plugin sockets in /run/docker/plugins/<plugin id>/, legacy plugin discovery in /run/docker/plugins and
+/etc/docker/plugins, legacy log FIFOs in /run/docker/logging. Hence unique plugin names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from .procs import (
+    SBIN_PATH,
+    SupportError,
+    alive,
+    all_pids,
+    children,
+    cmdline,
+    signal_pid,
+    stop_pid,
+    unix_http,
+    unmount_all,
+    wait_for,
+)
+
+MAX_STATE_LEN = 60
+
+
+class DockerError(SupportError):
+    def __init__(self, args: Sequence[str], proc: subprocess.CompletedProcess) -> None:
+        err = proc.stderr.decode(errors="replace").strip() if proc.stderr else ""
+        super().__init__(f"docker {' '.join(args)} failed (exit {proc.returncode}): {err}")
+        self.returncode = proc.returncode
+        self.stderr = err
+
+
+class RunResult(NamedTuple):
+    """What `docker run` gave: its exit code, the attached output and the container it created."""
+
+    rc: int
+    stdout: bytes
+    stderr: bytes
+    container_id: str
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name, path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
+    if not path:
+        raise SupportError(f"{name} not found: run scripts/install-deps.sh (Debian package docker.io)")
+    return path
+
+
+class Dockerd:
+    """Control of one private dockerd. `start()` and `stop()` may be called from different processes."""
+
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        config: Mapping | None = None,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if state_dir is None:
+            state_dir = tempfile.mkdtemp(prefix="lbd.", dir="/tmp")
+        self.state = Path(os.path.realpath(state_dir))
+        if len(str(self.state)) > MAX_STATE_LEN:
+            raise SupportError(
+                f"dockerd state dir {self.state} is {len(str(self.state))} chars; it must be"
+                f" <= {MAX_STATE_LEN} (unix socket paths below it are limited to 107 bytes)"
+            )
+        self.config = dict(config or {})
+        self.extra_args = list(extra_args)
+        self.extra_env = dict(env or {})
+        self.namespace = "lb-" + hashlib.sha1(str(self.state).encode()).hexdigest()[:10]
+        self._proc: subprocess.Popen | None = None
+
+    # ---- paths -------------------------------------------------------------------------------------
+    @property
+    def socket(self) -> Path:
+        return self.state / "docker.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def data_root(self) -> Path:
+        return self.state / "data"
+
+    @property
+    def exec_root(self) -> Path:
+        return self.state / "exec"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.state / "dockerd.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state / "dockerd.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for docker CLI calls against this daemon."""
+        return dict(
+            os.environ,
+            DOCKER_HOST=self.host,
+            DOCKER_CONFIG=str(self.state / "cli"),
+            DOCKER_BUILDKIT="0",
+            PATH=os.environ.get("PATH", "") + ":" + SBIN_PATH,
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """The pid of OUR running dockerd (checked against its command line), else None."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if alive(pid) and str(self.pidfile) in cmdline(pid):
+            return pid
+        return None
+
+    def is_up(self) -> bool:
+        try:
+            status, _ = unix_http(str(self.socket), "GET", "/_ping", timeout=1.0)
+        except OSError:
+            return False
+        return status == 200
+
+    def args(self) -> list[str]:
+        return [
+            _binary("dockerd"),
+            "-H",
+            self.host,
+            "--data-root",
+            str(self.data_root),
+            "--exec-root",
+            str(self.exec_root),
+            "--pidfile",
+            str(self.pidfile),
+            "--config-file",
+            str(self.state / "daemon.json"),
+            # dockerd 20.10 reuses a system containerd if /run/containerd/containerd.sock exists:
+            # own namespaces keep two daemons from seeing each other's tasks
+            "--containerd-namespace",
+            self.namespace,
+            "--containerd-plugins-namespace",
+            self.namespace + "-plugins",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-forward=false",
+            "--ip-masq=false",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout: float = 60) -> Dockerd:
+        """Start the daemon (idempotent) and wait until it answers /_ping."""
+        pid = self.pid()
+        if pid:  # already running (maybe started by another process): just wait for it
+            wait_for("dockerd to answer /_ping", lambda: self.is_up() or not alive(pid) and self._died(), timeout)
+            return self
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.data_root.mkdir(exist_ok=True)
+        self.exec_root.mkdir(exist_ok=True)
+        (self.state / "daemon.json").write_text(json.dumps(self.config))
+        self.pidfile.unlink(missing_ok=True)
+        env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":" + SBIN_PATH, **self.extra_env)
+        env.pop("DOCKER_HOST", None)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self.args(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True
+            )
+
+        def ready() -> bool:
+            if self._proc.poll() is not None:
+                raise SupportError(f"dockerd exited with {self._proc.returncode}:\n{self.log_tail(offset)}")
+            return self.is_up()
+
+        try:
+            wait_for("dockerd to answer /_ping", ready, timeout)
+        except SupportError as e:
+            if self._proc.poll() is None:
+                self.stop()
+            raise SupportError(f"{e}\n--- {self.log_path}:\n{self.log_tail(offset)}") from None
+        return self
+
+    def stop(self, timeout: float = 40, purge: bool = False) -> None:
+        """SIGTERM the daemon (SIGKILL after `timeout`), then remove what a forced shutdown leaks:
+        containerd shims of our containerd and their processes, mounts under the state dir, and our
+        managed plugins' socket dirs in /run/docker/plugins. `purge` also deletes the state dir."""
+        pid = self.pid()
+        if pid:
+            proc = self._proc if self._proc and self._proc.pid == pid else None
+            stop_pid(pid, timeout, proc)
+        elif self._proc is not None:
+            self._proc.poll()
+        self._proc = None
+        self.pidfile.unlink(missing_ok=True)
+        self._kill_leftover_shims()
+        left = unmount_all(self.state)
+        for plugin_dir in self.data_root.glob("plugins/*"):
+            if len(plugin_dir.name) == 64:
+                shutil.rmtree(f"/run/docker/plugins/{plugin_dir.name}", ignore_errors=True)
+        if purge:
+            if left:
+                raise SupportError(f"not purging {self.state}: still mounted: {left}")
+            shutil.rmtree(self.state, ignore_errors=True)
+
+    def _died(self) -> bool:
+        raise SupportError(f"dockerd died:\n{self.log_tail()}")
+
+    def restart(self, timeout: float = 60) -> Dockerd:
+        self.stop()
+        return self.start(timeout)
+
+    def _kill_leftover_shims(self) -> None:
+        # a plugin or container whose PID 1 ignores SIGTERM outlives a forced daemon shutdown together
+        # with its containerd-shim; shims of OUR containerd name its socket in their argv
+        ours = str(self.exec_root / "containerd" / "containerd.sock")
+        for pid in list(all_pids()):
+            argv = cmdline(pid)
+            if argv and "containerd-shim" in os.path.basename(argv[0]) and ours in argv:
+                for child in children(pid):
+                    signal_pid(child, signal.SIGKILL)
+                signal_pid(pid, signal.SIGKILL)
+
+    # ---- diagnostics -------------------------------------------------------------------------------
+    def log_tail(self, offset: int = 0, lines: int = 40) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return "(no dockerd log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def plugin_log(self, plugin_id: str, lines: int = 40) -> str:
+        """dockerd's log lines about a managed plugin: its stdout (level=info) and stderr (level=error)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        hits = [line for line in text.splitlines() if plugin_id in line]
+        return "\n".join(hits[-lines:])
+
+    # ---- docker CLI --------------------------------------------------------------------------------
+    def docker(
+        self, *args: str, check: bool = True, input: bytes | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [_binary("docker"), *args],
+            env=self.env,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise DockerError(args, proc)
+        return proc
+
+    def run(
+        self,
+        image: str,
+        *cmd: str,
+        log_driver: str | None = None,
+        log_opts: Mapping[str, str] | None = None,
+        name: str | None = None,
+        rm: bool = False,
+        network: str | None = "none",
+        extra_args: Iterable[str] = (),
+        timeout: float = 120,
+    ) -> RunResult:
+        """`docker run` (attached) and return its exit code, output and container id. The container is
+        kept unless `rm`; `network` defaults to none (no warning on a --bridge=none daemon)."""
+        cidfile = self.state / "cids" / uuid.uuid4().hex
+        cidfile.parent.mkdir(exist_ok=True)
+        args = ["run", "--cidfile", str(cidfile)]
+        if rm:
+            args.append("--rm")
+        if name:
+            args += ["--name", name]
+        if network:
+            args += ["--network", network]
+        if log_driver:
+            args += ["--log-driver", log_driver]
+        for key, value in (log_opts or {}).items():
+            args += ["--log-opt", f"{key}={value}"]
+        args += [*extra_args, image, *cmd]
+        proc = self.docker(*args, check=False, timeout=timeout)
+        try:
+            cid = cidfile.read_text().strip()
+            cidfile.unlink()
+        except OSError:
+            cid = ""
+        return RunResult(proc.returncode, proc.stdout, proc.stderr, cid)
+
+    def json_file_log(self, container_id: str) -> Path:
+        """Where dockerd's own json-file driver writes a container's log."""
+        return self.data_root / "containers" / container_id / f"{container_id}-json.log"
+
+    def remove_containers(self, log_driver: str | None = None) -> None:
+        """docker rm -f every container (or those logging to `log_driver`, with or without :latest)."""
+        ids = self.docker("ps", "-aq", "--no-trunc").stdout.decode().split()
+        if not ids:
+            return
+        if log_driver is not None:
+            fmt = "{{.Id}} {{.HostConfig.LogConfig.Type}}"
+            rows = self.docker("inspect", "-f", fmt, *ids, check=False).stdout.decode().splitlines()
+            wanted = {log_driver, log_driver.removesuffix(":latest"), log_driver + ":latest"}
+            ids = [row.split()[0] for row in rows if len(row.split()) == 2 and row.split()[1] in wanted]
+        if ids:
+            self.docker("rm", "-f", *ids, check=False)
+
+    def wait_gone(self, timeout: float = 10) -> None:
+        """Wait until the daemon process is gone (after an external kill, for example)."""
+        wait_for("dockerd to exit", lambda: not self.pid(), timeout)
+
+    def __repr__(self) -> str:
+        return f"Dockerd({self.state})"
