@@ -11,6 +11,7 @@ from aiohttp import web
 
 from driver import __version__, logsetup
 from driver.api import make_app
+from driver.metrics import make_metrics_app
 from driver.registry import Registry
 from driver.settings import Settings
 
@@ -32,8 +33,16 @@ async def serve(settings: Settings) -> None:
     site = web.UnixSite(runner, settings.socket)
     await site.start()
     os.chmod(settings.socket, 0o600)
-    log.info("logbridge serving", extra={"version": __version__, "socket": settings.socket,
-                                          "log_root": settings.log_root, "state_dir": settings.state_dir})
+    metrics_runner = await _serve_metrics(settings, registry)
+    log.info(
+        "logbridge serving",
+        extra={
+            "version": __version__,
+            "socket": settings.socket,
+            "log_root": settings.log_root,
+            "state_dir": settings.state_dir,
+        },
+    )
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -41,8 +50,23 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("shutting down: flushing and saving cursors")
     await runner.cleanup()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await registry.shutdown()
     log.info("stopped")
+
+
+async def _serve_metrics(settings: Settings, registry: Registry) -> web.AppRunner | None:
+    if not settings.metrics_addr:
+        return None
+    host, _, port = settings.metrics_addr.rpartition(":")
+    runner = web.AppRunner(
+        make_metrics_app(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
+    await runner.setup()
+    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+    log.info("metrics served", extra={"addr": settings.metrics_addr})
+    return runner
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from driver.fifo import FifoSource
 from driver.info import LogInfo, extra_attributes, render_tag
 from driver.journal import CursorStore, Journal, JournalFull
 from driver.jsonfile import encode_attrs
-from driver.logfile import LogFile
 from driver.options import Options
 from driver.settings import Settings
 from driver.sinks.jsonlog import JsonLogWriter, log_path
@@ -54,10 +53,8 @@ class Pipeline:
         if self.opts["tag"] is not None:
             attrs["tag"] = render_tag(self.opts["tag"], self.info)
         path = log_path(settings.log_root, self.container_id)
-        logfile = LogFile(path, self.opts["max-size"], self.opts["max-file"], self.opts["compress"])
-        writer = JsonLogWriter(self.journal, store, logfile, encode_attrs(attrs), self.stats)
-        logfile.on_rotate = writer.on_rotate
-        return writer
+        return JsonLogWriter(self.journal, store, path, self.opts["max-size"], self.opts["max-file"],
+                             self.opts["compress"], encode_attrs(attrs), self.stats)
 
     # ---- FIFO side (event loop) ----------------------------------------------------------------------------
     def attach(self, path: str) -> None:

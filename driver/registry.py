@@ -18,6 +18,7 @@ from driver.info import LogInfo, render_tag
 from driver.options import OptionError, parse_options
 from driver.pipeline import Pipeline
 from driver.settings import Settings
+from driver.stats import ContainerStats
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class Registry:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="consumer")
         self.pipelines: dict[str, Pipeline] = {}
         self.fifos: dict[str, str] = {}  # FIFO path → container id
+        self.finished_totals = ContainerStats("finished")  # counts of containers whose pipeline closed
         self._table = os.path.join(settings.state_dir, "fifos.json")
         os.makedirs(os.path.join(settings.state_dir, "containers"), mode=0o700, exist_ok=True)
         os.chmod(settings.state_dir, 0o700)
@@ -74,6 +76,7 @@ class Registry:
         """A pipeline whose FIFO ended and whose consumers caught up: drop it and its FIFO entries."""
         if self.pipelines.get(pipeline.container_id) is pipeline:
             del self.pipelines[pipeline.container_id]
+            self.finished_totals.add(pipeline.stats)
         for path in [p for p, cid in self.fifos.items() if cid == pipeline.container_id]:
             if pipeline.fifo is None or pipeline.fifo.path != path:
                 del self.fifos[path]

@@ -12,6 +12,7 @@ class Settings:
     log_root: str = "/var/log/logbridge"
     state_dir: str = "/var/lib/logbridge"
     log_level: str = "info"
+    metrics_addr: str = ""  # host:port for /metrics and /healthz; off when empty
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -22,4 +23,5 @@ class Settings:
             log_root=env.get("LOGBRIDGE_LOG_ROOT") or d.log_root,
             state_dir=env.get("LOGBRIDGE_STATE_DIR") or d.state_dir,
             log_level=(env.get("LOG_LEVEL") or d.log_level).lower(),
+            metrics_addr=env.get("METRICS_ADDR") or d.metrics_addr,
         )

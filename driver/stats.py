@@ -1,7 +1,8 @@
-"""Per-container accounting of every line: received, written, dropped by reason.
+"""Per-container accounting of every line: received, written, forwarded, dropped by reason.
 
-Counters live in memory and are updated from worker threads (plain int adds under the GIL, no lock needed for
-monotonic counters read by a scraper). Issue 6 builds the Prometheus view on top of these.
+Counters are plain ints bumped once per batch by the thread that owns the batch (no lock: each field has one
+writer); the metrics endpoint reads them at scrape time. They are saved with the json.log cursor, so a
+restarted plugin continues its counts from the position it replays from.
 """
 
 from __future__ import annotations
@@ -10,22 +11,64 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 DROP_REASONS = ("garbled_frame", "journal_cap", "disk_full")
+STREAMS = ("stdout", "stderr")
 
 
 @dataclass
 class ContainerStats:
     container_id: str
+    received_lines: Counter = field(default_factory=Counter)  # by stream, entries decoded from the journal
+    received_bytes: Counter = field(default_factory=Counter)
     lines_written: int = 0
-    garbled_frames: int = 0
-    dropped_lines: Counter = field(default_factory=Counter)
+    rotations: int = 0
+    dropped_lines: Counter = field(default_factory=Counter)  # by reason
     dropped_bytes: Counter = field(default_factory=Counter)
+
+    def received(self, entries: list[tuple]) -> None:
+        out = [e for e in entries if e[0] == "stdout"]
+        n_out = len(out)
+        b_out = sum(len(e[2]) for e in out)
+        self.received_lines["stdout"] += n_out
+        self.received_lines["stderr"] += len(entries) - n_out
+        total = sum(len(e[2]) for e in entries)
+        self.received_bytes["stdout"] += b_out
+        self.received_bytes["stderr"] += total - b_out
 
     def written(self, n: int) -> None:
         self.lines_written += n
 
-    def garbled(self, n: int) -> None:
-        self.garbled_frames += n
+    def garbled(self, incidents: int, nbytes: int = 0) -> None:
+        self.dropped("garbled_frame", incidents, nbytes)
 
     def dropped(self, reason: str, lines: int, nbytes: int) -> None:
         self.dropped_lines[reason] += lines
         self.dropped_bytes[reason] += nbytes
+
+    # ---- persistence ------------------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "received_lines": dict(self.received_lines),
+            "received_bytes": dict(self.received_bytes),
+            "lines_written": self.lines_written,
+            "rotations": self.rotations,
+            "dropped_lines": dict(self.dropped_lines),
+            "dropped_bytes": dict(self.dropped_bytes),
+        }
+
+    def restore(self, data: dict) -> None:
+        """Continue from counts saved with a cursor (they match the position the replay starts from)."""
+        self.received_lines = Counter(data.get("received_lines", {}))
+        self.received_bytes = Counter(data.get("received_bytes", {}))
+        self.lines_written = int(data.get("lines_written", 0))
+        self.rotations = int(data.get("rotations", 0))
+        self.dropped_lines = Counter(data.get("dropped_lines", {}))
+        self.dropped_bytes = Counter(data.get("dropped_bytes", {}))
+
+    def add(self, other: ContainerStats) -> None:
+        """Fold a finished container's counts into a running total."""
+        self.received_lines.update(other.received_lines)
+        self.received_bytes.update(other.received_bytes)
+        self.lines_written += other.lines_written
+        self.rotations += other.rotations
+        self.dropped_lines.update(other.dropped_lines)
+        self.dropped_bytes.update(other.dropped_bytes)

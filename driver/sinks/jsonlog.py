@@ -14,8 +14,8 @@ import os
 import time
 
 from driver.frames import FrameDecoder
-from driver.jsonfile import encode_entries
 from driver.journal import Cursor, CursorStore, Journal
+from driver.jsonfile import encode_entries
 from driver.logfile import LogFile
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,11 @@ SAVE_INTERVAL = 1.0  # seconds between cursor saves: bounds replay work after a 
 class JsonLogWriter:
     name = NAME
 
-    def __init__(self, journal: Journal, store: CursorStore, logfile: LogFile, attrs_json: bytes | None,
-                 stats) -> None:
+    def __init__(self, journal: Journal, store: CursorStore, path: str, max_size: int | None, max_file: int,
+                 compress: bool, attrs_json: bytes | None, stats) -> None:
         self.journal = journal
         self.store = store
-        self.logfile = logfile
+        self.logfile = LogFile(path, max_size, max_file, compress, on_rotate=self.on_rotate)
         self.attrs_json = attrs_json
         self.stats = stats  # per-container counters (driver.stats.ContainerStats)
         self.decoder = FrameDecoder()
@@ -41,6 +41,7 @@ class JsonLogWriter:
         self.disk_full = False
         self._batch_start = 0
         self._batch_skipped = 0  # entries at the start of the current batch that a replay left out
+        self._stats_before: dict = {}
         self._saved_pos = self.cursor.pos
         self._last_save = 0.0
         self._recover()
@@ -61,6 +62,8 @@ class JsonLogWriter:
                          extra={"path": self.logfile.path, "from": self.logfile.size, "to": size})
                 self.logfile.truncate_to(size)
         self._skip = int(extra.get("skip", 0))
+        if "stats" in extra:
+            self.stats.restore(extra["stats"])
 
     # ---- the batch loop (worker thread) ------------------------------------------------------------------------
     @property
@@ -86,12 +89,16 @@ class JsonLogWriter:
             return False
         if not self.journal.take(self.cursor, start, used):
             return True  # the cap dropped frames under us; they are counted there
+        self._stats_before = self.stats.to_json()  # what a save inside this batch records (see on_rotate)
         if self.decoder.garbled != garbled_before:
             self.stats.garbled(self.decoder.garbled - garbled_before)
         self._batch_skipped = min(self._skip, len(entries))
         if self._skip:
-            self._skip -= self._batch_skipped
-            entries = entries[self._batch_skipped :]
+            # Written before a crash, left out of the replay: count them now, as the saved counts predate them.
+            skipped, entries = entries[: self._batch_skipped], entries[self._batch_skipped :]
+            self._skip -= len(skipped)
+            self.stats.received(skipped)
+            self.stats.written(len(skipped))
         if entries:
             self._write(entries, start)
         self._maybe_save()
@@ -111,6 +118,7 @@ class JsonLogWriter:
         if self.disk_full:
             self.disk_full = False
             log.warning("log disk has room again", extra={"path": self.logfile.path})
+        self.stats.received(entries)
         self.stats.written(len(entries))
 
     def _undo(self, start: int, size_before: int) -> None:
@@ -126,9 +134,14 @@ class JsonLogWriter:
             if self.cursor.pos > start:
                 self.cursor.pos = start
 
-    def on_rotate(self, phase: str, lines_done: int) -> None:
-        """Called by LogFile around a rotation inside ``write_lines``: save a cursor valid across the rename."""
-        self._save(self._batch_start, skip=self._batch_skipped + lines_done)
+    def on_rotate(self, phase: str, lines_done: int = 0) -> None:
+        """Called by LogFile around a rotation inside ``write_lines``: save a cursor valid across the rename.
+
+        It points at the batch start with the count of this batch's entries already written; the counts saved with
+        it are those from before the batch, and a replay counts the entries it leaves out."""
+        if phase == "after":
+            self.stats.rotations += 1
+        self._save(self._batch_start, skip=self._batch_skipped + lines_done, stats=self._stats_before)
 
     # ---- cursor ---------------------------------------------------------------------------------------------
     def _maybe_save(self) -> None:
@@ -136,10 +149,10 @@ class JsonLogWriter:
             self.flush()
 
     def flush(self) -> None:
-        self._save(self.cursor.pos, skip=0)
+        self._save(self.cursor.pos, skip=0, stats=self.stats.to_json())
 
-    def _save(self, pos: int, skip: int) -> None:
-        extra = {"inode": self.logfile.inode(), "size": self.logfile.size, "skip": skip}
+    def _save(self, pos: int, skip: int, stats: dict) -> None:
+        extra = {"inode": self.logfile.inode(), "size": self.logfile.size, "skip": skip, "stats": stats}
         try:
             self.store.save(self.cursor, pos=pos, extra=extra)
         except OSError as exc:

@@ -1,0 +1,200 @@
+"""A real logbridge process fed the way dockerd feeds it (FIFO held read-write, StartLogging/StopLogging over HTTP
+on its unix socket): lifecycle rules, crash safety, bad frames, full disks."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import threading
+import time
+
+import pytest
+
+from driver.jsonfile import decode_line
+from tests.plugin_harness import FakeLogger, PluginProcess, wait_for
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    p = PluginProcess(tmp_path).start()
+    yield p
+    if p.proc and p.proc.poll() is None:
+        p.kill()
+
+
+def lines_of(path) -> list[bytes]:
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        return [decode_line(raw)[0] for raw in f if raw.endswith(b"\n")]
+
+
+def numbers_in(path) -> list[int]:
+    return [int(line) for line in lines_of(path)]
+
+
+def test_lines_reach_json_log_in_order_and_stop_logging_loses_none(plugin):
+    logger = FakeLogger(plugin)
+    assert logger.start() == {"Err": ""}
+    for i in range(1000):
+        logger.log(b"%d" % i)
+    logger.stop()  # everything still in the pipe must be drained after the reply
+    path = plugin.log_file(logger.container_id)
+    assert wait_for(lambda: len(lines_of(path)) == 1000)
+    assert numbers_in(path) == [b for b in range(1000)]
+    assert oct(os.stat(path).st_mode & 0o777) == "0o640"
+
+
+def test_retried_start_logging_for_the_same_fifo_is_harmless(plugin):
+    logger = FakeLogger(plugin)
+    body = logger.start()
+    again = plugin.call("/LogDriver.StartLogging",
+                        {"File": logger.path, "Info": json.loads(json.dumps({"ContainerID": logger.container_id}))})
+    assert body == again == {"Err": ""}
+    logger.log(b"once")
+    logger.stop()
+    assert wait_for(lambda: lines_of(plugin.log_file(logger.container_id)) == [b"once\n"])
+
+
+def test_empty_start_stop_pair_changes_nothing(plugin):
+    cid = secrets.token_hex(32)
+    first = FakeLogger(plugin, cid)
+    first.start()
+    first.log(b"kept")
+    first.stop()
+    path = plugin.log_file(cid)
+    assert wait_for(lambda: lines_of(path) == [b"kept\n"])
+    before = path.read_bytes()
+    probe = FakeLogger(plugin, cid)  # what `docker logs` on a stopped container causes
+    probe.start()
+    probe.stop()
+    time.sleep(0.3)
+    assert path.read_bytes() == before
+
+
+def test_restart_appends_to_the_same_file(plugin):
+    cid = secrets.token_hex(32)
+    for run in range(3):
+        logger = FakeLogger(plugin, cid)
+        logger.start()
+        logger.log(b"run %d" % run)
+        logger.stop()
+    assert wait_for(lambda: lines_of(plugin.log_file(cid)) == [b"run 0\n", b"run 1\n", b"run 2\n"])
+
+
+def test_bad_log_opt_is_refused_with_the_option_named(plugin):
+    logger = FakeLogger(plugin, config={"max-size": "ten"})
+    reply = logger.start()
+    logger.close()
+    assert "max-size='ten'" in reply["Err"] and "10m" in reply["Err"]
+
+
+def test_unknown_file_stop_logging_never_fails(plugin):
+    assert plugin.call("/LogDriver.StopLogging", {"File": "/nope"}) == {"Err": ""}
+    assert plugin.call("/LogDriver.StopLogging") == {"Err": ""}
+
+
+def test_garbled_bytes_are_skipped_and_the_rest_written(plugin):
+    bad = FakeLogger(plugin)
+    good = FakeLogger(plugin)
+    bad.start()
+    good.start()
+    bad.log(b"before")
+    bad.write(b"\x00\x10\x00\x00garbage that is no frame")
+    bad.log(b"after")
+    good.log(b"unaffected")
+    bad.stop()
+    good.stop()
+    assert wait_for(lambda: lines_of(plugin.log_file(bad.container_id)) == [b"before\n", b"after\n"])
+    assert lines_of(plugin.log_file(good.container_id)) == [b"unaffected\n"]
+
+
+def _writer(logger: FakeLogger, count: int, done: threading.Event, per_sec: int = 0) -> threading.Thread:
+    def run():
+        for i in range(count):
+            logger.log(b"%d" % i)
+            if per_sec and i % 100 == 99:
+                time.sleep(100 / per_sec)
+        done.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_sigkill_while_writing_loses_and_duplicates_nothing(plugin):
+    logger = FakeLogger(plugin, config={"max-size": "100k", "max-file": "100"})
+    logger.start()
+    done = threading.Event()
+    _writer(logger, 30000, done, per_sec=20000)
+    for _ in range(4):
+        time.sleep(0.3)
+        plugin.kill()  # the FIFO stays open on the writer side, as dockerd keeps it
+        plugin.start()
+    done.wait(30)
+    logger.stop()
+    path = plugin.log_file(logger.container_id)
+
+    def all_numbers():
+        files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.name.rsplit(".", 1)[1]))
+        nums = []
+        for f in [*files, path]:
+            nums += [int(x) for x in lines_of(f)]
+        return nums
+
+    assert wait_for(lambda: len(all_numbers()) >= 30000, timeout=30)
+    assert all_numbers() == list(range(30000))
+
+
+def test_sigterm_is_quick_and_work_resumes_after_restart(plugin):
+    logger = FakeLogger(plugin)
+    logger.start()
+    for i in range(200):
+        logger.log(b"%d" % i)
+    t0 = time.monotonic()
+    assert plugin.terminate() == 0
+    assert time.monotonic() - t0 < 5
+    for i in range(200, 400):
+        logger.log(b"%d" % i)  # dockerd keeps writing into the pipe while the plugin restarts
+    plugin.start()
+    logger.stop()
+    path = plugin.log_file(logger.container_id)
+    assert wait_for(lambda: len(lines_of(path)) == 400)
+    assert numbers_in(path) == list(range(400))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_full_disk_keeps_draining_counts_drops_and_recovers(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
+    plugin = PluginProcess(small).start()
+    try:
+        logger = FakeLogger(plugin, fifo_dir=tmp_path)
+        logger.start()
+        logger.log(b"before the disk filled")
+        path = plugin.log_file(logger.container_id)
+        assert wait_for(lambda: lines_of(path) == [b"before the disk filled\n"])
+        filler = small / "filler"
+        with open(filler, "wb") as f:  # take every free block
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        done = threading.Event()
+        _writer(logger, 50000, done)
+        assert done.wait(60), "the writer blocked: a full disk reached back into the container"
+        filler.unlink()
+        for i in range(3):
+            logger.log(b"after recovery %d" % i)
+        logger.stop()
+        assert wait_for(lambda: lines_of(path)[-1:] == [b"after recovery 2\n"], timeout=20)
+        assert b"after recovery 0\n" in lines_of(path)
+        assert "journal disk full" in plugin.stdout.read_text()
+    finally:
+        plugin.kill()
+        subprocess.run(["umount", "-l", str(small)], check=False)
