@@ -178,12 +178,20 @@ class Receiver:
             data = await reader.read(64 * 1024)
             if not data:
                 return "closed by peer"
-            for event in protocol.receive_data(data):
+            error: codec.ProtocolError | None = None
+            try:
+                events = protocol.receive_data(data)
+            except codec.ProtocolError as exc:
+                # Requests before the bad bytes are still handled and acked, as Fluent Bit does.
+                events, error = exc.events, exc
+            for event in events:
                 verdict = await self._handle(event, protocol, writer)
                 if verdict is not None:
                     await writer.drain()
                     return verdict
             await writer.drain()
+            if error is not None:
+                raise error
 
     async def _handle(
         self, event: codec.ServerEvent, protocol: codec.ServerProtocol, writer: asyncio.StreamWriter

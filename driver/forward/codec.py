@@ -64,7 +64,15 @@ HeloStyle = Literal["fluent-bit", "fluentd"]
 
 
 class ProtocolError(Exception):
-    """The peer sent something the forward protocol (or the chosen flavour of it) does not allow."""
+    """The peer sent something the forward protocol (or the chosen flavour of it) does not allow.
+
+    `events` holds what the same receive_data() call decoded before the bad input: valid requests that
+    a server still handles (and acks) before it closes, as Fluent Bit does.
+    """
+
+    def __init__(self, message: str, events: list[ServerEvent] | None = None) -> None:
+        super().__init__(message)
+        self.events: list[ServerEvent] = events or []
 
 
 class HandshakeError(ProtocolError):
@@ -853,13 +861,17 @@ class ServerProtocol:
             except msgpack.OutOfData:
                 break
             except (msgpack.UnpackException, ValueError, TypeError) as exc:
-                raise ProtocolError(f"invalid msgpack: {exc}") from exc
+                raise ProtocolError(f"invalid msgpack: {exc}", events) from exc
             end = self._unpacker.tell()
             size, self._consumed = end - self._consumed, end
-            events.extend(self._handle(obj, size))
+            try:
+                events.extend(self._handle(obj, size))
+            except ProtocolError as exc:
+                exc.events = events
+                raise
         limit = self._limits.max_request
         if self.strict and limit and self._fed - self._consumed > limit:
-            raise ProtocolError(f"incoming data exceed limit ({limit} bytes)")
+            raise ProtocolError(f"incoming data exceed limit ({limit} bytes)", events)
         return events
 
     def _collect(self, objects: Iterable[tuple[object, int]]) -> list[ServerEvent]:
@@ -867,7 +879,11 @@ class ServerProtocol:
         for obj, size in objects:
             if self._state == "closed":
                 break
-            events.extend(self._handle(obj, size))
+            try:
+                events.extend(self._handle(obj, size))
+            except ProtocolError as exc:
+                exc.events = events
+                raise
         return events
 
     def _handle(self, obj: object, size: int) -> list[ServerEvent]:

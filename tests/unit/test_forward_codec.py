@@ -637,3 +637,12 @@ def test_arbitrary_bytes_never_crash_the_decoder(data):
             server.receive_data(data)
         except ProtocolError:
             pass
+
+
+def test_requests_before_the_bad_bytes_come_with_the_error():
+    good = codec.encode_message("t", 1, {"a": "b"}, {"chunk": "c1"})
+    server = ServerProtocol(strict=True)
+    with pytest.raises(ProtocolError) as failure:
+        server.receive_data(good + b"\xc0" + good)
+    [event] = failure.value.events
+    assert event.chunk == b"c1"
