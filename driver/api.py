@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from driver.options import OptionError
+from driver.readlogs import serve_read_logs
 from driver.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ async def activate(request: web.Request) -> web.Response:
 
 
 async def capabilities(request: web.Request) -> web.Response:
-    return web.json_response({"Cap": {"ReadLogs": False}})
+    return web.json_response({"Cap": {"ReadLogs": True}})
 
 
 async def start_logging(request: web.Request) -> web.Response:
@@ -66,6 +67,15 @@ async def stop_logging(request: web.Request) -> web.Response:
     return _reply()
 
 
+async def read_logs(request: web.Request) -> web.StreamResponse:
+    try:
+        body = await _body(request)
+        return await serve_read_logs(request, request.app[REGISTRY], body)
+    except (ValueError, OSError) as exc:
+        # Before the stream started: dockerd shows this text in `docker logs` ("Error grabbing logs: ...").
+        return web.json_response({"Err": f"logbridge: cannot read logs: {exc}"}, status=500)
+
+
 def make_app(registry: Registry) -> web.Application:
     app = web.Application()
     app[REGISTRY] = registry
@@ -73,4 +83,5 @@ def make_app(registry: Registry) -> web.Application:
     app.router.add_post("/LogDriver.Capabilities", capabilities)
     app.router.add_post("/LogDriver.StartLogging", start_logging)
     app.router.add_post("/LogDriver.StopLogging", stop_logging)
+    app.router.add_post("/LogDriver.ReadLogs", read_logs)
     return app

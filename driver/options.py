@@ -133,7 +133,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     # json-file's own options, same meaning.
-    Option("max-size", SIZE, "100m", "rotate json.log when it reaches this size (bounded by default, unlike json-file)"),
+    Option("max-size", SIZE, "100m", "rotate json.log at this size (bounded by default, unlike json-file)"),
     Option("max-file", COUNT, "3", "how many json.log files to keep, the current one included"),
     Option("compress", BOOL, "false", "gzip rotated files (needs max-file of 2 or more)"),
     Option("labels", CSV, None, "container labels to add to each entry's attrs"),

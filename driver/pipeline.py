@@ -140,6 +140,17 @@ class Pipeline:
     def _release(self) -> None:
         self.journal.release(min(c.saved_pos for c in self.consumers))
 
+    async def json_log_caught_up(self, limit: float) -> bool:
+        """Wait until json.log holds everything the journal held when called (ReadLogs reads right after)."""
+        target = self.journal.end
+        self.poke()
+        deadline = self._loop.time() + limit
+        while self.jsonlog.written_pos < target and self.jsonlog.cursor.pos >= self.journal.start:
+            if self._loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
     async def idle(self) -> None:
         """Wait until every consumer has caught up with the journal."""
         for c in self.consumers:

@@ -43,6 +43,7 @@ class JsonLogWriter:
         self._batch_skipped = 0  # entries at the start of the current batch that a replay left out
         self._stats_before: dict = {}
         self._saved_pos = self.cursor.pos
+        self.written_pos = self.cursor.pos  # journal position up to which json.log holds every entry
         self._last_save = 0.0
         self._recover()
         journal.cursors[NAME] = self.cursor
@@ -101,6 +102,7 @@ class JsonLogWriter:
             self.stats.written(len(skipped))
         if entries:
             self._write(entries, start)
+        self.written_pos = self.cursor.pos
         self._maybe_save()
         return True
 

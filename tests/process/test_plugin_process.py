@@ -198,3 +198,64 @@ def test_full_disk_keeps_draining_counts_drops_and_recovers(tmp_path):
     finally:
         plugin.kill()
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def read_logs(plugin: PluginProcess, container_id: str, **config) -> list[tuple[str, bytes]]:
+    """Call ReadLogs as dockerd does and decode the frame stream it returns."""
+    from driver.frames import FrameDecoder
+    from tests.plugin_harness import info_for
+
+    body = {"Info": info_for(container_id), "Config": {"Since": "0001-01-01T00:00:00Z",
+                                                       "Until": "0001-01-01T00:00:00Z", "Tail": -1, "Follow": False,
+                                                       **config}}
+    r = plugin.session.post(plugin.url("/LogDriver.ReadLogs"), data=json.dumps(body).encode(), timeout=30)
+    r.raise_for_status()
+    entries, used = FrameDecoder().decode(r.content, final=True)
+    assert used == len(r.content)
+    return [(e[0], e[2]) for e in entries]
+
+
+def test_read_logs_right_after_stop_sees_every_line_with_newlines(plugin):
+    logger = FakeLogger(plugin)
+    logger.start()
+    for i in range(300):
+        logger.log(b"%d" % i, source="stderr" if i % 3 == 0 else "stdout")
+    logger.stop()
+    got = read_logs(plugin, logger.container_id)
+    assert [line for _, line in got] == [b"%d\n" % i for i in range(300)]
+    assert [s for s, _ in got][:4] == ["stderr", "stdout", "stdout", "stderr"]
+    assert [line for _, line in read_logs(plugin, logger.container_id, Tail=2)] == [b"298\n", b"299\n"]
+    assert read_logs(plugin, logger.container_id, Tail=0) == []
+
+
+def test_read_logs_since_and_until_in_any_zone(plugin):
+    logger = FakeLogger(plugin)
+    logger.start()
+    base = 1_800_000_000 * 10**9
+    for i in range(10):
+        logger.log(b"%d" % i, time_nano=base + i * 10**9)
+    logger.stop()
+    # 2027-01-15T08:00:03Z written in +01:00, as a dockerd in a non-UTC zone sends it
+    got = read_logs(plugin, logger.container_id, Since="2027-01-15T09:00:03+01:00", Until="2027-01-15T08:00:05Z")
+    assert [line for _, line in got] == [b"3\n", b"4\n", b"5\n"]
+
+
+def test_follow_streams_new_lines_and_ends_after_stop(plugin):
+    logger = FakeLogger(plugin)
+    logger.start()
+    logger.log(b"history")
+    result: list = []
+
+    def follow():
+        result.extend(read_logs(plugin, logger.container_id, Follow=True))
+
+    t = threading.Thread(target=follow)
+    t.start()
+    time.sleep(0.5)
+    for i in range(5):
+        logger.log(b"live %d" % i)
+    time.sleep(0.5)
+    logger.stop()
+    t.join(10)
+    assert not t.is_alive(), "the follow stream did not end after StopLogging"
+    assert [line for _, line in result] == [b"history\n"] + [b"live %d\n" % i for i in range(5)]

@@ -1,0 +1,131 @@
+"""ReadLogs: ``docker logs`` served from the container's json.log files (rotated and compressed ones included).
+
+dockerd passes the stream to the client byte for byte, so each frame carries the line exactly as json-file stores
+it (with its ``\\n`` when the line was complete). dockerd never says when a followed container stopped: the stream
+ends here, after that container's FIFO ended and its json.log caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from driver.frames import encode_frame
+from driver.info import LogInfo
+from driver.jsonfile import parse_time
+from driver.logfile import Follower, read_entries
+from driver.options import OptionError, parse_options
+from driver.sinks.jsonlog import log_path
+
+log = logging.getLogger(__name__)
+
+CHUNK_ENTRIES = 2000  # entries per hand-off from the reading thread: bounds memory, keeps the loop free
+FOLLOW_POLL = 0.2  # seconds between looks at the file while following
+CATCH_UP_LIMIT = 10.0  # seconds to wait for json.log to absorb the journal before reading anyway
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    tail: int
+    follow: bool
+    since_ns: int | None
+    until_ns: int | None
+
+    @classmethod
+    def from_json(cls, cfg: dict) -> ReadConfig:
+        tail = cfg.get("Tail", -1)
+        return cls(
+            tail=int(tail) if tail is not None else -1,
+            follow=bool(cfg.get("Follow")),
+            since_ns=_go_time(cfg.get("Since")),
+            until_ns=_go_time(cfg.get("Until")),
+        )
+
+
+def _go_time(value: str | None) -> int | None:
+    """A Go time.Time from JSON; its zero value (year 1) means unset."""
+    if not value or value.startswith("0001-01-01T00:00:00"):
+        return None
+    return parse_time(value)
+
+
+def _frames(entries: list[tuple[bytes, str, int]]) -> bytes:
+    return b"".join(encode_frame(stream, time_nano, line) for line, stream, time_nano in entries)
+
+
+def _chunks(entries: Iterator[tuple[bytes, str, int]]) -> Iterator[list[tuple[bytes, str, int]]]:
+    chunk = []
+    for entry in entries:
+        chunk.append(entry)
+        if len(chunk) >= CHUNK_ENTRIES:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def serve_read_logs(request: web.Request, registry, body: dict) -> web.StreamResponse:
+    info = LogInfo.from_json(body.get("Info") or {})
+    cfg = ReadConfig.from_json(body.get("Config") or {})
+    try:
+        compress = parse_options(info.config)["compress"]
+    except OptionError:
+        compress = True  # read .gz files too: nothing is lost by looking for them
+    path = log_path(registry.settings.log_root, info.container_id)
+    pipeline = registry.pipelines.get(info.container_id)
+    if pipeline is not None:
+        await pipeline.json_log_caught_up(CATCH_UP_LIMIT)
+
+    response = web.StreamResponse(headers={"Content-Type": "application/x-protobuf"})
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    if not cfg.follow:
+        history = _chunks(read_entries(path, tail=cfg.tail, since_ns=cfg.since_ns, until_ns=cfg.until_ns,
+                                       compress=compress))
+        await _send_all(loop, response, history)
+    else:
+        await _follow(loop, request, response, registry, info.container_id, path, cfg, compress)
+    await response.write_eof()
+    return response
+
+
+async def _send_all(loop, response: web.StreamResponse, chunks: Iterator[list]) -> None:
+    """Pull chunks in a worker thread (file reads, gunzip) and write them from the loop."""
+    sentinel = object()
+    while True:
+        chunk = await loop.run_in_executor(None, next, chunks, sentinel)
+        if chunk is sentinel:
+            return
+        await response.write(_frames(chunk))
+
+
+async def _follow(loop, request, response, registry, container_id: str, path: str, cfg: ReadConfig,
+                  compress: bool) -> None:
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    follower = await loop.run_in_executor(
+        None, lambda: Follower(path, since_ns=cfg.since_ns, until_ns=cfg.until_ns, compress=compress))
+    try:
+        await _send_all(loop, response, _chunks(follower.history(cfg.tail)))
+        while not follower.done:
+            pipeline = registry.pipelines.get(container_id)
+            ended = pipeline is None or pipeline.fifo is None
+            if ended and pipeline is not None:
+                await pipeline.json_log_caught_up(CATCH_UP_LIMIT)
+            new = await loop.run_in_executor(None, follower.poll)
+            if new:
+                await response.write(_frames(new))
+            if ended:
+                return  # the container's logger closed: json-file ends its followers the same way
+            if request.transport is None or request.transport.is_closing():
+                return  # the client went away
+            await asyncio.sleep(FOLLOW_POLL)
+    except (ConnectionResetError, asyncio.CancelledError):
+        log.debug("ReadLogs client went away", extra={"container": container_id[:12]})
+    finally:
+        follower.close()
