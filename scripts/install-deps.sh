@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# scripts/install-deps.sh: install the Debian packages that the tests, `make plugin` and `make demo` need.
+#
+# Idempotent and quick when everything is there (one dpkg-query, no apt-get update). Otherwise, as
+# root: apt-get update, then apt-get install of what is missing. Targets Debian 12 (bookworm).
+#
+#   docker.io        dockerd 20.10, containerd, runc, the docker CLI (tests run a private daemon)
+#   busybox-static   the test image is made from /bin/busybox, which must be static
+#   mmdebstrap       builds the plugin's rootfs (plugin/build-rootfs.sh)
+#   python3-venv     the project's venv and the rootfs build's throwaway venv
+#   make, curl, ca-certificates
+#
+# On a systemd host, installing docker.io also starts docker.service; the tests still use their own
+# private daemon beside it.
+set -euo pipefail
+
+PACKAGES=(docker.io busybox-static mmdebstrap python3-venv make curl ca-certificates)
+
+# one dpkg-query for all; it prints nothing for a package it has never heard of
+installed=" $(dpkg-query -W -f='${db:Status-Abbrev}${Package} ' "${PACKAGES[@]}" 2>/dev/null || true) "
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  [[ "$installed" == *" ii $pkg "* ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) != 0 ]]; then
+  echo "install-deps: missing ${missing[*]}; run this script as root" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
