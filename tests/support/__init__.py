@@ -1,7 +1,8 @@
 """Real-docker test support: a private dockerd, a registry-free busybox image, the plugin rootfs, logbridge as
 a managed and as a legacy plugin. Stdlib only, so scripts (`python3 -m tests.support`) can use it too."""
 
-from .dockerd import Dockerd, DockerError, RunResult
+from .cli import DockerCLI, DockerError, RunResult
+from .dockerd import Dockerd
 from .image import import_busybox
 from .jsonlog import read_entries, wait_for_entries
 from .plugins import LegacyPlugin, ManagedPlugin, create_managed_plugin, json_log_path
@@ -9,6 +10,7 @@ from .procs import SupportError, wait_for
 from .rootfs import build_plugin_dir
 
 __all__ = [
+    "DockerCLI",
     "DockerError",
     "Dockerd",
     "LegacyPlugin",

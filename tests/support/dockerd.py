@@ -19,11 +19,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
+from .cli import DockerCLI, find_binary
 from .procs import (
     SBIN_PATH,
     SupportError,
@@ -41,32 +40,9 @@ from .procs import (
 MAX_STATE_LEN = 60
 
 
-class DockerError(SupportError):
-    def __init__(self, args: Sequence[str], proc: subprocess.CompletedProcess) -> None:
-        err = proc.stderr.decode(errors="replace").strip() if proc.stderr else ""
-        super().__init__(f"docker {' '.join(args)} failed (exit {proc.returncode}): {err}")
-        self.returncode = proc.returncode
-        self.stderr = err
-
-
-class RunResult(NamedTuple):
-    """What `docker run` gave: its exit code, the attached output and the container it created."""
-
-    rc: int
-    stdout: bytes
-    stderr: bytes
-    container_id: str
-
-
-def _binary(name: str) -> str:
-    path = shutil.which(name, path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
-    if not path:
-        raise SupportError(f"{name} not found: run scripts/install-deps.sh (Debian package docker.io)")
-    return path
-
-
-class Dockerd:
-    """Control of one private dockerd. `start()` and `stop()` may be called from different processes."""
+class Dockerd(DockerCLI):
+    """Control of one private dockerd (and its docker CLI). `start()` and `stop()` may be called from
+    different processes: the pidfile and the command line identify the daemon."""
 
     def __init__(
         self,
@@ -89,6 +65,7 @@ class Dockerd:
         self.extra_env = dict(env or {})
         self.namespace = "lb-" + hashlib.sha1(str(self.state).encode()).hexdigest()[:10]
         self._proc: subprocess.Popen | None = None
+        super().__init__(self.host)
 
     # ---- paths -------------------------------------------------------------------------------------
     @property
@@ -146,7 +123,7 @@ class Dockerd:
 
     def args(self) -> list[str]:
         return [
-            _binary("dockerd"),
+            find_binary("dockerd"),
             "-H",
             self.host,
             "--data-root",
@@ -261,74 +238,9 @@ class Dockerd:
         hits = [line for line in text.splitlines() if plugin_id in line]
         return "\n".join(hits[-lines:])
 
-    # ---- docker CLI --------------------------------------------------------------------------------
-    def docker(
-        self, *args: str, check: bool = True, input: bytes | None = None, timeout: float = 120
-    ) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [_binary("docker"), *args],
-            env=self.env,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise DockerError(args, proc)
-        return proc
-
-    def run(
-        self,
-        image: str,
-        *cmd: str,
-        log_driver: str | None = None,
-        log_opts: Mapping[str, str] | None = None,
-        name: str | None = None,
-        rm: bool = False,
-        network: str | None = "none",
-        extra_args: Iterable[str] = (),
-        timeout: float = 120,
-    ) -> RunResult:
-        """`docker run` (attached) and return its exit code, output and container id. The container is
-        kept unless `rm`; `network` defaults to none (no warning on a --bridge=none daemon)."""
-        cidfile = self.state / "cids" / uuid.uuid4().hex
-        cidfile.parent.mkdir(exist_ok=True)
-        args = ["run", "--cidfile", str(cidfile)]
-        if rm:
-            args.append("--rm")
-        if name:
-            args += ["--name", name]
-        if network:
-            args += ["--network", network]
-        if log_driver:
-            args += ["--log-driver", log_driver]
-        for key, value in (log_opts or {}).items():
-            args += ["--log-opt", f"{key}={value}"]
-        args += [*extra_args, image, *cmd]
-        proc = self.docker(*args, check=False, timeout=timeout)
-        try:
-            cid = cidfile.read_text().strip()
-            cidfile.unlink()
-        except OSError:
-            cid = ""
-        return RunResult(proc.returncode, proc.stdout, proc.stderr, cid)
-
     def json_file_log(self, container_id: str) -> Path:
         """Where dockerd's own json-file driver writes a container's log."""
         return self.data_root / "containers" / container_id / f"{container_id}-json.log"
-
-    def remove_containers(self, log_driver: str | None = None) -> None:
-        """docker rm -f every container (or those logging to `log_driver`, with or without :latest)."""
-        ids = self.docker("ps", "-aq", "--no-trunc").stdout.decode().split()
-        if not ids:
-            return
-        if log_driver is not None:
-            fmt = "{{.Id}} {{.HostConfig.LogConfig.Type}}"
-            rows = self.docker("inspect", "-f", fmt, *ids, check=False).stdout.decode().splitlines()
-            wanted = {log_driver, log_driver.removesuffix(":latest"), log_driver + ":latest"}
-            ids = [row.split()[0] for row in rows if len(row.split()) == 2 and row.split()[1] in wanted]
-        if ids:
-            self.docker("rm", "-f", *ids, check=False)
 
     def wait_gone(self, timeout: float = 10) -> None:
         """Wait until the daemon process is gone (after an external kill, for example)."""

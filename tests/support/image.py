@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from .dockerd import Dockerd
+from .cli import DockerCLI
 from .procs import SupportError
 
 BUSYBOX = Path("/bin/busybox")
@@ -72,7 +72,7 @@ def busybox_tar(busybox: Path = BUSYBOX) -> bytes:
     return buf.getvalue()
 
 
-def import_busybox(dockerd: Dockerd, tag: str = "bb:latest", busybox: Path = BUSYBOX) -> str:
+def import_busybox(dockerd: DockerCLI, tag: str = "bb:latest", busybox: Path = BUSYBOX) -> str:
     """Make `tag` on `dockerd` from the host's static busybox (idempotent: a label holds the binary's
     sha256). Returns the tag."""
     if not busybox.exists() or not is_static_elf(busybox):

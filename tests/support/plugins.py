@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dockerd import Dockerd, DockerError
+from .cli import DockerError
+from .dockerd import Dockerd
 from .procs import (
     REPO,
     SupportError,
