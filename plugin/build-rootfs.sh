@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # plugin/build-rootfs.sh: build the managed plugin's root filesystem without a registry.
 #
-#   plugin/build-rootfs.sh OUT_DIR        -> OUT_DIR/rootfs/
+#   plugin/build-rootfs.sh OUT_DIR            -> OUT_DIR/rootfs/
+#   plugin/build-rootfs.sh --wheel WHEEL_DIR  -> WHEEL_DIR/logbridge-*.whl only (plugin/Dockerfile's context)
 #
 # The result is a Debian bookworm userland with python3 and a venv at /opt/logbridge that holds the
 # project's wheel and its PyPI dependencies; config.json starts /opt/logbridge/bin/python -m driver.
@@ -33,10 +34,17 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { echo "build-rootfs: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+WHEEL_ONLY=0
+if [[ "${1:-}" == --wheel ]]; then
+  WHEEL_ONLY=1
+  shift
+fi
 OUT="${1:-}"
-[[ -n "$OUT" && $# -eq 1 ]] || die "usage: $0 OUT_DIR"
-[[ $(id -u) == 0 ]] || die "must run as root (mmdebstrap, chroot)"
-command -v mmdebstrap >/dev/null || die "mmdebstrap is missing: run scripts/install-deps.sh"
+[[ -n "$OUT" && $# -eq 1 ]] || die "usage: $0 OUT_DIR | --wheel WHEEL_DIR"
+if ((!WHEEL_ONLY)); then
+  [[ $(id -u) == 0 ]] || die "must run as root (mmdebstrap, chroot)"
+  command -v mmdebstrap >/dev/null || die "mmdebstrap is missing: run scripts/install-deps.sh"
+fi
 
 apt_sources() {
   if [[ -n "${LOGBRIDGE_ROOTFS_SOURCES:-}" ]]; then
@@ -126,8 +134,9 @@ build_wheel() {  # build_wheel DEST_DIR: pip wheel --no-deps from a copy of the 
     python3 -m venv "$WORK/pyvenv"
     py="$WORK/pyvenv/bin/python"
   fi
-  "$py" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$dest" "$src" >&2
-  check_wheel "$src" "$dest"/*.whl
+  "$py" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$WORK/wheel" "$src" >&2
+  check_wheel "$src" "$WORK"/wheel/*.whl
+  mv "$WORK"/wheel/*.whl "$dest/"
 }
 
 check_wheel() {  # check_wheel SRC WHEEL: every module of the source tree made it into the wheel
@@ -187,6 +196,15 @@ build_final() {  # build_final BASE_TAR DIR
 prune() {  # keep the newest $2 files matching $1
   ls -1t "$CACHE"/$1 2>/dev/null | tail -n +"$(($2 + 1))" | xargs -r rm -f
 }
+
+if ((WHEEL_ONLY)); then  # for plugin/Dockerfile: just the project's wheel
+  WORK="$(mktemp -d)"
+  trap 'rm -rf "$WORK"' EXIT
+  rm -f "$OUT"/logbridge-*.whl
+  build_wheel "$OUT"
+  log "wheel ready: $(ls "$OUT"/logbridge-*.whl)"
+  exit 0
+fi
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
