@@ -36,3 +36,51 @@ lint: venv
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
+
+# ---- the managed plugin: build, install, demo --------------------------------------------------------------
+PLUGIN_NAME ?= logbridge
+PLUGIN_DIR ?= build/plugin
+PLUGIN_LOG_ROOT ?= /var/log/logbridge
+PLUGIN_STATE_DIR ?= /var/lib/logbridge
+LOG_LEVEL ?= info
+# offline: Debian packages via mmdebstrap (plugin/build-rootfs.sh, cached); docker: plugin/Dockerfile FROM $(BASE)
+PLUGIN_BUILDER ?= offline
+BASE ?= python:3.11-slim-bookworm
+DOCKER ?= docker
+
+.PHONY: uninstall
+
+plugin: ## build the managed plugin into build/plugin: config.json + rootfs (root; PLUGIN_BUILDER=docker BASE=...)
+ifeq ($(PLUGIN_BUILDER),docker)
+	bash plugin/build-rootfs.sh --wheel build/wheel
+	DOCKER_BUILDKIT=0 $(DOCKER) build --network host --build-arg BASE=$(BASE) -f plugin/Dockerfile \
+		-t logbridge-rootfs:build build/wheel
+	rm -rf $(PLUGIN_DIR)/rootfs && mkdir -p $(PLUGIN_DIR)/rootfs
+	cid=$$($(DOCKER) create logbridge-rootfs:build /opt/logbridge/bin/python) && \
+		{ $(DOCKER) export $$cid | tar -x -C $(PLUGIN_DIR)/rootfs; rc=$$?; $(DOCKER) rm $$cid >/dev/null; exit $$rc; }
+else
+	bash plugin/build-rootfs.sh $(PLUGIN_DIR)
+endif
+	cp config.json $(PLUGIN_DIR)/config.json
+	@echo "plugin: $(PLUGIN_DIR) ($$(du -sh $(PLUGIN_DIR)/rootfs | cut -f1))"
+
+install: ## docker plugin create + set + enable --timeout 0 from build/plugin (PLUGIN_NAME, PLUGIN_LOG_ROOT, PLUGIN_STATE_DIR)
+	@test -f $(PLUGIN_DIR)/config.json -a -d $(PLUGIN_DIR)/rootfs || { echo "no $(PLUGIN_DIR): run make plugin" >&2; exit 1; }
+	@if $(DOCKER) plugin inspect $(PLUGIN_NAME) >/dev/null 2>&1; then \
+		echo "$(PLUGIN_NAME) is installed already: make uninstall first" >&2; exit 1; fi
+	mkdir -p $(PLUGIN_LOG_ROOT) $(PLUGIN_STATE_DIR)
+	echo $(PLUGIN_NAME) > $(PLUGIN_DIR)/rootfs/.docker-plugin-name
+	$(DOCKER) plugin create $(PLUGIN_NAME) $(PLUGIN_DIR)
+	$(DOCKER) plugin set $(PLUGIN_NAME) log-root.source=$(PLUGIN_LOG_ROOT) state-dir.source=$(PLUGIN_STATE_DIR) \
+		LOG_LEVEL=$(LOG_LEVEL)
+	$(DOCKER) plugin enable --timeout 0 $(PLUGIN_NAME) || { echo "the plugin's own output is in dockerd's log" \
+		"(level=error ... plugin=<id>; journalctl -u docker on systemd)" >&2; exit 1; }
+
+uninstall: ## disable and remove the plugin (FORCE=1 even while containers use it); logs and state stay
+	@if ! $(DOCKER) plugin inspect $(PLUGIN_NAME) >/dev/null 2>&1; then echo "$(PLUGIN_NAME) is not installed"; exit 0; fi; \
+	if [ "$$($(DOCKER) plugin inspect -f '{{.Enabled}}' $(PLUGIN_NAME))" = true ]; then \
+		$(DOCKER) plugin disable $(if $(FORCE),-f) $(PLUGIN_NAME) || exit 1; fi; \
+	$(DOCKER) plugin rm $(PLUGIN_NAME)
+
+demo: ## on a fresh Debian 12 as root: deps, a dockerd, the plugin, a container that logs, its json.log and docker logs
+	bash plugin/demo.sh
