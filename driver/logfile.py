@@ -66,9 +66,10 @@ class LogFile:
     forever and is never read; moby master unlinks it. We unlink it (master's behaviour): a file nobody reads
     is only disk usage beyond what `max-size` promises.
 
-    `on_rotate(phase)` is called with "before" right before the current file is renamed away and with "after"
-    right after the new, empty current file exists: the caller saves its cursor there, so that after a crash
-    its saved position matches the file the name refers to.
+    `on_rotate(phase, lines_done)` is called with "before" right before the current file is renamed away and
+    with "after" right after the new, empty current file exists; `lines_done` is how many lines of the current
+    `write_lines` call are already written (all in the rotated file). The caller saves its cursor there, so
+    that after a crash its saved position matches the file the name refers to.
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class LogFile:
         max_file: int,
         compress: bool,
         mode: int = 0o640,
-        on_rotate: Callable[[str], None] | None = None,
+        on_rotate: Callable[[str, int], None] | None = None,
     ) -> None:
         if max_size is not None and max_size <= 0:
             raise ValueError("max-size must be a positive number")
@@ -119,7 +120,7 @@ class LogFile:
             if size >= max_size:
                 if i > start:
                     self._write(b"".join(lines[start:i]))
-                self._rotate()
+                self._rotate(lines_done=i)
                 start, size = i, 0
             size += len(line)
         self._write(b"".join(lines[start:]))
@@ -143,12 +144,12 @@ class LogFile:
             self.size += n
             view = view[n:]
 
-    def _rotate(self) -> None:
+    def _rotate(self, lines_done: int) -> None:
         self._wait_for_compressor()
         if self._max_file > 1:
             _shift_rotated(self.path, self._max_file)
         if self._on_rotate:
-            self._on_rotate("before")
+            self._on_rotate("before", lines_done)
         try:
             if self._max_file > 1:
                 os.rename(self.path, self.path + ".1")
@@ -160,7 +161,7 @@ class LogFile:
         self.size = 0
         os.close(old_fd)
         if self._on_rotate:
-            self._on_rotate("after")
+            self._on_rotate("after", lines_done)
         if self._compress:
             self._start_compressor([self.path + ".1"])
 

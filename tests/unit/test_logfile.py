@@ -156,16 +156,18 @@ def test_gzip_header_like_docker(log_path: Path):
 def test_on_rotate_phases(log_path: Path):
     seen = []
 
-    def on_rotate(phase: str) -> None:
+    def on_rotate(phase: str, lines_done: int) -> None:
         rotated = log_path.with_name("c-json.log.1")
-        seen.append((phase, log_path.stat().st_size, rotated.exists() and rotated.stat().st_size))
+        seen.append((phase, lines_done, log_path.stat().st_size, rotated.exists() and rotated.stat().st_size))
 
     w = LogFile(str(log_path), 100, 3, False, on_rotate=on_rotate)
-    w.write_lines(lines(0, 2))
-    first_size = w.size
-    w.write_lines(lines(2, 3))
+    w.write_lines(lines(0, 1))
+    first = w.size
+    w.write_lines(lines(1, 4))  # the second line fills the file past 100 bytes: rotation before the third
     w.close()
-    assert seen == [("before", first_size, False), ("after", 0, first_size)]
+    second = first + len(lines(1, 2)[0])
+    assert seen == [("before", 1, second, False), ("after", 1, 0, second)]
+    assert log_path.read_bytes() == b"".join(lines(2, 4))
 
 
 def test_truncate_to(log_path: Path):
