@@ -36,7 +36,7 @@ from driver.forward.client import Address, parse_address
 log = logging.getLogger("driver.receiver")
 
 Flavour = Literal["fluent-bit", "fluentd"]
-Sink = Callable[[dict[str, Any]], None]
+Sink = Callable[[dict[str, Any]], None] | None  # None: count only, skip building the output lines
 
 
 @dataclass(frozen=True)
@@ -240,8 +240,9 @@ class Receiver:
             log.warning(
                 "skipped %d invalid event(s) in a %s request", request.skipped, type(request).__name__
             )
-        for time, record in request.entries:
-            self.sink(record_line(request.tag, time, record))
+        if self.sink is not None:
+            for time, record in request.entries:
+                self.sink(record_line(request.tag, time, record))
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -363,7 +364,7 @@ def _config(args: argparse.Namespace) -> ReceiverConfig:
 
 
 async def _run(args: argparse.Namespace, out: TextIO) -> Stats:
-    sink: Sink = (lambda _line: None) if args.count_only else _LineWriter(out)
+    sink: Sink = None if args.count_only else _LineWriter(out)
     receiver = Receiver(_config(args), sink)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

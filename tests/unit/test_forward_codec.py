@@ -128,6 +128,13 @@ def test_log_bytes_go_out_as_str_even_when_not_utf8():
     assert packed[at + 1 : at + 7] == b"\xff\xfe bad"
 
 
+def test_invalid_utf8_can_be_replaced_at_the_source():
+    encoder = RecordEncoder(STATIC, invalid_utf8="replace")
+    lines = [b"plain", "caf\u00e9".encode(), b"bad \xff end"]
+    decoded = [raw_unpack(b)[1]["log"] for b in encoder.encode_batch([entry(line) for line in lines])]
+    assert decoded == ["plain", "caf\u00e9", "bad \ufffd end"]
+
+
 @pytest.mark.parametrize("size", [0, 31, 32, 255, 256, 65535, 65536])
 def test_str_headers_at_boundaries(size):
     line = b"x" * size
