@@ -15,7 +15,8 @@ it fails; the connection is then closed, so the caller resends the same frame on
 the receiver may have kept a frame whose ack was lost). Connecting happens inside `send`, lazily; after a
 failure the next attempt waits a capped exponential backoff with jitter (0, then retry_wait, doubling up to
 max_retry_wait), so a caller that retries in a loop does not hammer a dead aggregator. One frame is in flight
-at a time; concurrent `send` calls are serialised.
+at a time; concurrent `send` calls are serialised. A server whose HELO says keepalive=false gets a new
+connection per frame.
 
 Addresses follow Docker's fluentd driver (v23+): tcp://host:port, tls://host:port, unix:///path, a bare
 host:port; host defaults to 127.0.0.1 and port to 24224; 20.10's tcp+tls:// is accepted as tls://. TLS
@@ -152,6 +153,7 @@ class _Connection:
     writer: asyncio.StreamWriter
     protocol: codec.ClientProtocol
     replies: collections.deque[codec.Helo | codec.Pong | codec.Ack] = field(default_factory=collections.deque)
+    keepalive: bool = True  # False when the server's HELO says it closes after each response
 
     @property
     def alive(self) -> bool:
@@ -216,6 +218,8 @@ class ForwardClient:
                 await self._write(conn, frame)
                 if self.require_ack and chunk_id is not None:
                     await self._await_ack(conn, chunk_id)
+                if not conn.keepalive:  # the server hangs up after its response; don't write into that
+                    self._drop()
             except BaseException as exc:
                 # Whatever happened (cancellation included), the stream's state is unknown: start afresh.
                 self._drop()
@@ -287,6 +291,7 @@ class ForwardClient:
             helo = await self._reply(conn, "HELO (is shared_key set on the receiver?)")
             if not isinstance(helo, codec.Helo):
                 raise codec.HandshakeError(f"expected HELO, got {helo!r:.200}")
+            conn.keepalive = helo.keepalive
             conn.writer.write(conn.protocol.ping(helo))
             pong = await self._reply(conn, "PONG (Fluent Bit closes silently on a wrong shared_key)")
         except codec.HandshakeError:

@@ -810,6 +810,7 @@ class ServerProtocol:
         self_hostname: str = DEFAULT_SERVER_HOSTNAME,
         nonce: bytes | None = None,
         auth_salt: bytes | None = None,
+        keepalive: bool = True,
     ) -> None:
         decompress_cap = max_request if strict and max_request else FLUENTD_DECOMPRESSION_LIMIT
         self._limits = _Limits(strict, max_request, decompress_cap)
@@ -822,6 +823,7 @@ class ServerProtocol:
                 nonce=nonce if nonce is not None else os.urandom(16),
                 auth=auth_salt if auth_salt is not None else os.urandom(16),
             )
+        self._keepalive = keepalive  # announced in a Fluentd-style HELO (Fluentd's deny_keepalive inverted)
         self._state = "helo" if self._secret else "established"
         self._mode: str | None = "msgpack" if (strict or self._secret) else None
         buffer_cap = (max_request or FLUENTD_DECOMPRESSION_LIMIT) + (1 << 20)
@@ -844,7 +846,7 @@ class ServerProtocol:
             return b""
         self._state = "ping"
         style: HeloStyle = "fluent-bit" if self.strict else "fluentd"
-        return build_helo(self._secret.nonce, self._secret.auth, style=style)
+        return build_helo(self._secret.nonce, self._secret.auth, style=style, keepalive=self._keepalive)
 
     def ack(self, chunk: bytes) -> bytes:
         """The ack for a request's chunk, in the connection's format (str in msgpack, JSON for JSON)."""

@@ -500,3 +500,35 @@ def test_tls_client_certificate(pki):
             assert len(records) == 1
 
     run(scenario())
+
+
+def test_a_server_without_keepalive_gets_a_new_connection_per_frame():
+    """Fluentd with deny_keepalive announces keepalive=false in HELO and closes after each response."""
+    connections = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        protocol = codec.ServerProtocol(strict=False, shared_key="k", keepalive=False)
+        writer.write(protocol.initiate())
+        while data := await reader.read(65536):
+            for event in protocol.receive_data(data):
+                if isinstance(event, codec.PingReceived):
+                    writer.write(event.reply)
+                elif event.chunk is not None:
+                    writer.write(protocol.ack(event.chunk))
+                    await writer.drain()
+                    writer.close()
+                    return
+
+    async def scenario():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            client = ForwardClient(f"tcp://127.0.0.1:{port}", shared_key="k", ack_timeout=5)
+            for chunk_id, frame in frames(300, max_bytes=2_000)[:3]:
+                await client.send(frame, chunk_id)
+                assert not client.connected
+            assert len(connections) == 3 and client.consecutive_failures == 0
+            await client.close()
+
+    run(scenario())
