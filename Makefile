@@ -56,7 +56,7 @@ ifeq ($(PLUGIN_BUILDER),docker)
 	DOCKER_BUILDKIT=0 $(DOCKER) build --network host --build-arg BASE=$(BASE) -f plugin/Dockerfile \
 		-t logbridge-rootfs:build build/wheel
 	rm -rf $(PLUGIN_DIR)/rootfs && mkdir -p $(PLUGIN_DIR)/rootfs
-	cid=$$($(DOCKER) create logbridge-rootfs:build /opt/logbridge/bin/python) && \
+	cid=$$($(DOCKER) create --network none logbridge-rootfs:build /opt/logbridge/bin/python) && \
 		{ $(DOCKER) export $$cid | tar -x -C $(PLUGIN_DIR)/rootfs; rc=$$?; $(DOCKER) rm $$cid >/dev/null; exit $$rc; }
 else
 	bash plugin/build-rootfs.sh $(PLUGIN_DIR)
