@@ -23,7 +23,7 @@ async def serve(settings: Settings) -> None:
     os.makedirs(settings.log_root, mode=0o755, exist_ok=True)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     registry = Registry(settings, loop)
-    registry.restore()
+    await registry.restore()
 
     runner = web.AppRunner(make_app(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

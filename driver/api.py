@@ -48,7 +48,7 @@ async def start_logging(request: web.Request) -> web.Response:
         fifo = body.get("File") or ""
         if not fifo:
             return _reply("logbridge: StartLogging without a File")
-        request.app[REGISTRY].start_logging(fifo, body.get("Info") or {})
+        await request.app[REGISTRY].start_logging(fifo, body.get("Info") or {})
     except OptionError as exc:
         log.info("StartLogging refused", extra={"error": str(exc)})
         return _reply(str(exc))

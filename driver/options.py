@@ -171,6 +171,21 @@ OPTIONS: tuple[Option, ...] = (
            "forward"),
     Option("fluentd-write-timeout", DURATION, "10s", "give up a connection when a write takes longer", "forward"),
     Option("fluentd-async-reconnect-interval", DURATION, None, "accepted for compatibility", "forward"),
+    Option("forward-compress", BOOL, "false", "send CompressedPackedForward (gzip) frames", "forward"),
+    Option("forward-shared-key", TEXT, None, "shared_key for the forward handshake (prefer a profile: log-opts "
+           "are visible to docker inspect)", "forward"),
+    Option("forward-username", TEXT, None, "username for the forward handshake", "forward"),
+    Option("forward-password", TEXT, None, "password for the forward handshake (prefer a profile)", "forward"),
+    Option("forward-tls-ca-file", TEXT, None, "CA bundle to verify the aggregator (path inside the plugin)",
+           "forward"),
+    Option("forward-tls-cert-file", TEXT, None, "client certificate for mutual TLS (path inside the plugin)",
+           "forward"),
+    Option("forward-tls-key-file", TEXT, None, "client key for mutual TLS (path inside the plugin)", "forward"),
+    Option("forward-tls-server-name", TEXT, None, "name to verify in the aggregator's certificate", "forward"),
+    Option("forward-tls-insecure-skip-verify", BOOL, "false", "do not verify the aggregator's certificate",
+           "forward"),
+    Option("logbridge-profile", TEXT, None, "named set of log-opts from the plugin's profiles file (secrets, "
+           "destinations that change without recreating containers)", "logbridge"),
 )
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -12,11 +12,13 @@ import os
 from concurrent.futures import Executor
 
 from driver.fifo import FifoSource
+from driver.forward.client import ForwardClient, TlsSettings
 from driver.info import LogInfo, extra_attributes, render_tag
 from driver.journal import CursorStore, Journal, JournalFull
 from driver.jsonfile import encode_attrs
-from driver.options import Options
+from driver.options import OptionError, Options
 from driver.settings import Settings
+from driver.sinks.forward import ForwardSink
 from driver.sinks.jsonlog import JsonLogWriter, log_path
 from driver.stats import ContainerStats
 
@@ -39,12 +41,14 @@ class Pipeline:
         self.journal = Journal(os.path.join(self.dir, "journal"), max_bytes=opts["journal-max-size"])
         store = CursorStore(os.path.join(self.dir, "cursors"))
         self.jsonlog = self._make_jsonlog(settings, store)
-        self.consumers = [self.jsonlog]
+        self.forward = self._make_forward(store)
+        self.consumers = [self.jsonlog] + ([self.forward] if self.forward else [])
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}
         self._idle = {c.name: asyncio.Event() for c in self.consumers}
         self._capping = False
         self._closing = False
+        self.closed = asyncio.Event()
         self._tasks = [loop.create_task(self._run(c)) for c in self.consumers]
         self.poke()  # a restart may find work left in the journal
 
@@ -55,6 +59,17 @@ class Pipeline:
         path = log_path(settings.log_root, self.container_id)
         return JsonLogWriter(self.journal, store, path, self.opts["max-size"], self.opts["max-file"],
                              self.opts["compress"], encode_attrs(attrs), self.stats)
+
+    def _make_forward(self, store: CursorStore) -> ForwardSink | None:
+        opts = self.opts
+        if not opts["fluentd-address"]:
+            return None
+        client = make_forward_client(opts)
+        static = {"container_id": self.container_id, "container_name": self.info.container_name}
+        static.update(extra_attributes(self.info, opts))
+        tag = render_tag(opts["tag"] if opts["tag"] is not None else "{{.ID}}", self.info)
+        return ForwardSink(self.journal, store, client, tag, static, event_time=opts["fluentd-sub-second-precision"],
+                           compress=opts["forward-compress"], container_id=self.container_id)
 
     # ---- FIFO side (event loop) ----------------------------------------------------------------------------
     def attach(self, path: str) -> None:
@@ -121,9 +136,10 @@ class Pipeline:
             await wake.wait()
             wake.clear()
             if self._closing:
+                await self._last_steps(consumer)
                 return
             try:
-                while await self._loop.run_in_executor(self._executor, consumer.pump):
+                while await consumer.step(self._loop, self._executor):
                     self._release()
             except (OSError, JournalFull) as exc:
                 log.debug("consumer paused", extra={"consumer": consumer.name, "error": str(exc)})
@@ -136,6 +152,15 @@ class Pipeline:
             self._release()
             if not wake.is_set():
                 idle.set()
+
+    async def _last_steps(self, consumer) -> None:
+        """Closing: deliver what is left (close() cancels this after its grace period)."""
+        try:
+            while await consumer.step(self._loop, self._executor):
+                self._release()
+        except Exception as exc:  # noqa: BLE001 - closing anyway; the saved cursor says where to resume
+            log.warning("consumer could not finish before closing", extra={"consumer": consumer.name,
+                                                                             "error": str(exc)})
 
     def _release(self) -> None:
         self.journal.release(min(c.saved_pos for c in self.consumers))
@@ -168,27 +193,47 @@ class Pipeline:
         await self.close()
         self._on_finished(self)
 
-    async def flush(self) -> None:
-        """Catch up and persist cursors (SIGTERM, tests)."""
-        self.poke()
-        await self.idle()
-        await self._loop.run_in_executor(self._executor, self._flush_sync)
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop consumers and release files; the FIFO is left to the caller.
 
-    def _flush_sync(self) -> None:
-        for c in self.consumers:
-            c.flush()
-        self._release()
-
-    async def close(self) -> None:
-        """Stop consumers (after their batch in progress) and release files; the FIFO is left to the caller."""
+        Consumers get ``grace`` seconds to finish what they are doing (json.log catches up in far less); a sink
+        still waiting for an aggregator then is cancelled: its saved cursor marks where the next start resumes."""
         self._closing = True
         for event in self._wake.values():
             event.set()
+        _, pending = await asyncio.wait(self._tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._loop.run_in_executor(self._executor, self._close_sync)
+        for c in self.consumers:
+            await c.aclose()
+        self.closed.set()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def _close_sync(self) -> None:
         for c in self.consumers:
             c.close()
         self._release()
         self.journal.close()
+
+
+def make_forward_client(opts: Options) -> ForwardClient:
+    """The forward destination the log-opts describe; OptionError names the option that is wrong."""
+    tls = None
+    if any(opts[k] for k in ("forward-tls-ca-file", "forward-tls-cert-file", "forward-tls-server-name",
+                             "forward-tls-insecure-skip-verify")):
+        tls = TlsSettings(ca_file=opts["forward-tls-ca-file"], cert_file=opts["forward-tls-cert-file"],
+                          key_file=opts["forward-tls-key-file"], server_name=opts["forward-tls-server-name"],
+                          insecure_skip_verify=opts["forward-tls-insecure-skip-verify"])
+    try:
+        return ForwardClient(opts["fluentd-address"], tls=tls, shared_key=opts["forward-shared-key"],
+                             username=opts["forward-username"], password=opts["forward-password"],
+                             require_ack=opts["fluentd-request-ack"], write_timeout=opts["fluentd-write-timeout"],
+                             retry_wait=opts["fluentd-retry-wait"] or 1.0)
+    except ValueError as exc:
+        raise OptionError(f"logbridge: invalid log-opt fluentd-address={opts['fluentd-address']!r}: {exc}; "
+                          "expected tcp://host:port, tls://host:port or unix:///path") from None

@@ -17,10 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from driver.info import LogInfo, render_tag
 from driver.options import OptionError, parse_options
 from driver.pipeline import Pipeline
+from driver.profiles import Profiles
 from driver.settings import Settings
 from driver.stats import ContainerStats
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 6.0  # seconds consumers get to catch up at SIGTERM (dockerd's SIGKILL comes at 10 s)
 
 
 class Registry:
@@ -31,12 +34,13 @@ class Registry:
         self.pipelines: dict[str, Pipeline] = {}
         self.fifos: dict[str, str] = {}  # FIFO path → container id
         self.finished_totals = ContainerStats("finished")  # counts of containers whose pipeline closed
+        self.profiles = Profiles(settings.profiles)
         self._table = os.path.join(settings.state_dir, "fifos.json")
         os.makedirs(os.path.join(settings.state_dir, "containers"), mode=0o700, exist_ok=True)
         os.chmod(settings.state_dir, 0o700)
 
     # ---- plugin API calls --------------------------------------------------------------------------------
-    def start_logging(self, fifo: str, info_json: dict) -> None:
+    async def start_logging(self, fifo: str, info_json: dict) -> None:
         """Open the FIFO before returning (dockerd may unlink it right after a quick Start/Stop pair)."""
         if fifo in self.fifos:
             return  # a retried StartLogging: already draining this FIFO
@@ -44,7 +48,7 @@ class Registry:
             info = LogInfo.from_json(info_json)
         except ValueError as exc:
             raise OptionError(f"logbridge: {exc}") from None
-        opts = parse_options(info.config)
+        opts = parse_options(self.profiles.apply(info.config))
         if opts["tag"] is not None:
             render_tag(opts["tag"], info)  # reject a bad template at docker run, not later
         if opts["mode"] == "non-blocking":
@@ -53,6 +57,9 @@ class Registry:
                         extra={"container": info.container_id[:12]})
         self._save_info(info_json, info.container_id)
         pipeline = self.pipelines.get(info.container_id)
+        if pipeline is not None and pipeline.closing:
+            await pipeline.closed.wait()  # it finished its last FIFO just now: start afresh from its files
+            pipeline = self.pipelines.get(info.container_id)
         if pipeline is None:
             pipeline = self._new_pipeline(info, opts)
         pipeline.attach(fifo)
@@ -82,7 +89,7 @@ class Registry:
                 del self.fifos[path]
         self._save_table()
 
-    def restore(self) -> None:
+    async def restore(self) -> None:
         """Re-open the FIFOs of the previous run and finish journals left behind by stopped containers."""
         try:
             with open(self._table, encoding="utf-8") as f:
@@ -94,7 +101,7 @@ class Registry:
                 continue  # dockerd unlinks a FIFO when its logger closes
             try:
                 info_json = self._load_info(cid)
-                self.start_logging(fifo, info_json)
+                await self.start_logging(fifo, info_json)
                 log.info("re-attached FIFO after restart", extra={"container": cid[:12], "fifo": fifo})
             except Exception as exc:  # noqa: BLE001 - one broken entry must not stop the others
                 log.error("could not re-attach FIFO", extra={"fifo": fifo, "error": str(exc)})
@@ -110,7 +117,7 @@ class Registry:
                 info = LogInfo.from_json(self._load_info(cid))
                 if not self._has_backlog(cid):
                     continue
-                pipeline = self._new_pipeline(info, parse_options(info.config))
+                pipeline = self._new_pipeline(info, parse_options(self.profiles.apply(info.config)))
                 pipeline.seal()
                 log.info("finishing journal left by a stopped container", extra={"container": cid[:12]})
             except Exception as exc:  # noqa: BLE001
@@ -135,14 +142,16 @@ class Registry:
         return pos < end
 
     async def shutdown(self) -> None:
-        """SIGTERM: catch up, persist cursors, keep the FIFO table (live FIFOs never reach EOF)."""
+        """SIGTERM: catch up, persist cursors, keep the FIFO table (live FIFOs never reach EOF).
+
+        dockerd kills a plugin 10 s after SIGTERM: json.log catches up well within the grace period, and a sink
+        still waiting for its aggregator resumes from its saved cursor on the next start."""
         pipelines = list(self.pipelines.values())
         for p in pipelines:
             if p.fifo is not None:
                 p.fifo.drain()
                 p.fifo.close()
-        await asyncio.gather(*(p.flush() for p in pipelines), return_exceptions=True)
-        await asyncio.gather(*(p.close() for p in pipelines), return_exceptions=True)
+        await asyncio.gather(*(p.close(grace=SHUTDOWN_GRACE) for p in pipelines), return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     # ---- persistence ------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ class Settings:
     state_dir: str = "/var/lib/logbridge"
     log_level: str = "info"
     metrics_addr: str = ""  # host:port for /metrics and /healthz; off when empty
+    profiles: str = "/etc/logbridge/profiles.json"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -24,4 +25,5 @@ class Settings:
             state_dir=env.get("LOGBRIDGE_STATE_DIR") or d.state_dir,
             log_level=(env.get("LOG_LEVEL") or d.log_level).lower(),
             metrics_addr=env.get("METRICS_ADDR") or d.metrics_addr,
+            profiles=env.get("LOGBRIDGE_PROFILES") or d.profiles,
         )

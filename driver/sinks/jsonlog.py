@@ -74,6 +74,13 @@ class JsonLogWriter:
     def caught_up(self) -> bool:
         return self.cursor.pos >= self.journal.end
 
+    async def step(self, loop, executor) -> bool:
+        """One batch in a worker thread: disk writes never run on the event loop."""
+        return await loop.run_in_executor(executor, self.pump)
+
+    async def aclose(self) -> None:
+        pass
+
     def pump(self) -> bool:
         start = self.cursor.pos
         data = self.journal.read(start, BATCH_BYTES)
@@ -136,7 +143,7 @@ class JsonLogWriter:
             if self.cursor.pos > start:
                 self.cursor.pos = start
 
-    def on_rotate(self, phase: str, lines_done: int = 0) -> None:
+    def on_rotate(self, phase: str, lines_done: int) -> None:
         """Called by LogFile around a rotation inside ``write_lines``: save a cursor valid across the rename.
 
         It points at the batch start with the count of this batch's entries already written; the counts saved with

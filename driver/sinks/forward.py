@@ -1,0 +1,155 @@
+"""The forward sink: journal → Fluent forward records → an aggregator (Fluent Bit, Fluentd), at least once.
+
+It reads the journal through its own cursor, so an aggregator that is down, slow or hung only grows this sink's
+backlog on disk; the FIFO and the json.log writer never wait for it. A batch of journal bytes becomes one or more
+PackedForward frames; the cursor that is saved (and survives a restart) moves only when every frame of the batch
+was acknowledged. So a resend after a failure or a kill repeats at most one batch (BATCH_BYTES of journal): that
+is the bound on duplicates.
+
+Each record carries Docker's fluentd-driver layout (container_id, container_name, source, log, extra attributes,
+partial_* on 16 KiB chunks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from driver.forward.client import ForwardClient, ForwardError
+from driver.forward.codec import BatchBuilder, Frame, RecordEncoder
+from driver.frames import FrameDecoder
+from driver.journal import Cursor, CursorStore, Journal
+
+log = logging.getLogger(__name__)
+
+NAME = "forward"
+BATCH_BYTES = 1 << 20
+LOG_EVERY = 30.0  # seconds between repeated "aggregator unreachable" log lines (never one per line)
+
+
+@dataclass
+class ForwardStats:
+    """Per-sink counters (the metrics endpoint reads them)."""
+
+    forwarded: int = 0  # records written to the aggregator, resends included
+    acked: int = 0  # records acknowledged (or written, without acks) and past the saved cursor
+    retried: int = 0  # records sent again after a failure
+    failures: int = 0  # failed delivery attempts
+    connected: bool = False
+
+
+@dataclass
+class _Batch:
+    start: int
+    end: int
+    frames: list[Frame]
+    records: int
+
+
+class ForwardSink:
+    name = NAME
+
+    def __init__(self, journal: Journal, store: CursorStore, client: ForwardClient, tag: str,
+                 static_fields: dict[str, str], *, event_time: bool, compress: bool, container_id: str) -> None:
+        self.journal = journal
+        self.store = store
+        self.client = client
+        self.tag = tag
+        self.container_id = container_id
+        self.encoder = RecordEncoder(static_fields, time_format="event_time" if event_time else "int")
+        self.compress = compress
+        self.decoder = FrameDecoder()
+        self.cursor: Cursor = store.load(NAME)
+        if self.cursor.pos < journal.start:
+            self.cursor.pos = journal.start  # the cap took frames while the plugin was down
+        self.stats = ForwardStats(acked=int(self.cursor.extra.get("acked", 0)))
+        self.sealed = False
+        self._saved_pos = self.cursor.pos
+        self._pending: _Batch | None = None  # prepared, not yet acknowledged
+        self._last_complaint = 0.0
+        journal.cursors[NAME] = self.cursor
+
+    # ---- consumer contract ---------------------------------------------------------------------------------
+    @property
+    def saved_pos(self) -> int:
+        return self._saved_pos
+
+    def caught_up(self) -> bool:
+        return self._pending is None and self.cursor.pos >= self.journal.end
+
+    async def step(self, loop: asyncio.AbstractEventLoop, executor) -> bool:
+        """Deliver one batch (preparing it in a worker thread). False when there is nothing to send."""
+        if self._pending is None:
+            self._pending = await loop.run_in_executor(executor, self._prepare)
+            if self._pending is None:
+                return False
+        batch = self._pending
+        for i, frame in enumerate(batch.frames):
+            await self._deliver(frame)
+            batch.frames[i] = Frame(None, b"", frame.count)  # delivered: never resent within this run
+        self._pending = None
+        self.stats.acked += batch.records
+        self._saved_pos = batch.end
+        await loop.run_in_executor(executor, self._save, batch.end)
+        return True
+
+    async def _deliver(self, frame: Frame) -> None:
+        """Send until acknowledged; the client backs off between attempts, so this never spins."""
+        attempt = 0
+        while True:
+            if frame.count == 0 and not frame.data:
+                return
+            try:
+                await self.client.send(frame.data, frame.chunk_id)
+                self.stats.forwarded += frame.count
+                self.stats.connected = True
+                if attempt:
+                    log.info("aggregator reachable again", extra={"sink": NAME, "address": str(self.client.address)})
+                return
+            except ForwardError as exc:
+                attempt += 1
+                self.stats.failures += 1
+                self.stats.retried += frame.count
+                self.stats.connected = False
+                now = time.monotonic()
+                if now - self._last_complaint >= LOG_EVERY:
+                    self._last_complaint = now
+                    log.warning("forwarding failed; lines wait in the journal",
+                                extra={"sink": NAME, "container": self.container_id[:12], "error": str(exc)})
+
+    def _prepare(self) -> _Batch | None:
+        """Read and encode the next batch (worker thread)."""
+        while True:
+            start = self.cursor.pos
+            data = self.journal.read(start, BATCH_BYTES)
+            if not data:
+                return None
+            final = self.sealed and start + len(data) >= self.journal.end
+            entries, used = self.decoder.decode(data, final=final)
+            if used == 0:
+                return None
+            if self.journal.take(self.cursor, start, used):
+                break
+        builder = BatchBuilder(self.tag, compress=self.compress)
+        frames = builder.extend(self.encoder.encode_batch(entries))
+        last = builder.flush()
+        if last is not None:
+            frames.append(last)
+        return _Batch(start, start + used, frames, len(entries))
+
+    def _save(self, pos: int) -> None:
+        try:
+            self.store.save(self.cursor, pos=pos, extra={"acked": self.stats.acked})
+        except OSError as exc:
+            log.warning("could not save forward cursor", extra={"error": str(exc)})
+
+    def flush(self) -> None:
+        self._save(self._saved_pos)
+
+    def close(self) -> None:
+        self.flush()
+
+    async def aclose(self) -> None:
+        await self.client.close()
