@@ -22,6 +22,7 @@ from .procs import (
     children,
     cmdline,
     stop_pid,
+    unix_http,
     wait_for,
 )
 
@@ -76,12 +77,26 @@ class ManagedPlugin:
         os.kill(pid, sig)
         return pid
 
+    @property
+    def socket(self) -> Path:
+        """The plugin's socket as the host sees it (dockerd dials it there)."""
+        return PLUGIN_SOCKET_DIR / self.id / self.inspect()["Config"]["Interface"]["Socket"]
+
+    def answers(self) -> bool:
+        """True if the plugin answers POST /LogDriver.Capabilities on its socket."""
+        try:
+            status, _ = unix_http(str(self.socket), "POST", "/LogDriver.Capabilities")
+        except OSError:
+            return False
+        return status == 200
+
     def wait_running(self, old_pid: int | None = None, timeout: float = 30) -> int:
-        """Wait until a plugin process other than `old_pid` serves; returns its pid."""
+        """Wait until a plugin process other than `old_pid` runs and answers on its socket (dockerd restarts
+        a managed plugin that died); returns its pid."""
 
         def new_pid() -> int | None:
             pid = self.pid()
-            return pid if pid and pid != old_pid else None
+            return pid if pid and pid != old_pid and self.answers() else None
 
         return wait_for(f"plugin {self.name} to run again", new_pid, timeout)
 
