@@ -169,21 +169,15 @@ def parse_time(s: str | bytes) -> int:
     return seconds * _NS + int((fraction[:9]).ljust(9, "0"))
 
 
-def _parse_time_fast(raw: bytes) -> int:
-    # json-file times are always UTC with `Z`: look the second up in a cache, parse only the fraction.
-    seconds = _prefix_seconds.get(raw[:19])
-    if seconds is not None and raw[-1:] == b"Z":
-        if len(raw) == 20:
-            return seconds * _NS
-        fraction = raw[20:-1]
-        if raw[19:20] == b"." and fraction.isdigit() and len(fraction) <= 9:
-            return seconds * _NS + int(fraction.ljust(9, b"0"))
-    time_nano = parse_time(raw)
-    if raw[19:20] in (b".", b"Z") and raw[-1:] == b"Z":
+def _second_of(prefix: bytes) -> int:
+    """Seconds since the epoch for a UTC `YYYY-MM-DDTHH:MM:SS`, cached: every line of a second shares it."""
+    seconds = _prefix_seconds.get(prefix)
+    if seconds is None:
+        seconds = parse_time(prefix + b"Z") // _NS
         if len(_prefix_seconds) >= _PREFIX_CACHE_MAX:
             _prefix_seconds.clear()
-        _prefix_seconds[raw[:19]] = time_nano // _NS
-    return time_nano
+        _prefix_seconds[prefix] = seconds
+    return seconds
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,19 +240,24 @@ def encode_entries(entries: Iterable[Entry], attrs_json: bytes | None) -> list[b
 # decoding
 
 _STRING_BODY = rb'[^"\\]*(?:\\.[^"\\]*)*'
-# The exact shape MarshalJSONBuf produces. attrs cannot contain `},"time":"` (its strings escape `"`, and
-# `}` closes the flat object only at its end), so the lazy match stops at the right brace.
+# The exact shape MarshalJSONBuf produces, with a UTC time; anything else goes the generic (slower) way.
+# attrs cannot contain `},"time":"` (its strings escape `"`, and `}` closes the flat object only at its
+# end), so the lazy match stops at the right brace.
 _LINE = re.compile(
     rb'\{(?:"log":"(' + _STRING_BODY + rb')",)?(?:"stream":"(' + _STRING_BODY + rb')",)?'
-    rb'(?:"attrs":(\{.*?\}),)?"time":"([^"]*)"\}\n?',
+    rb'(?:"attrs":(\{.*?\}),)?"time":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z"\}\n?',
     re.DOTALL,
 )
+
+
+_STREAMS: dict[bytes | None, str] = {b"stdout": "stdout", b"stderr": "stderr", None: ""}
+_FRACTION_SCALE = [10 ** (9 - digits) for digits in range(10)]
 
 
 def _unescape(body: bytes) -> bytes:
     if b"\\" not in body:
         return body
-    if body.endswith(b"\\n") and b"\\" not in body[:-2]:
+    if body.endswith(b"\\n") and body.find(b"\\", 0, len(body) - 2) < 0:
         return body[:-2] + b"\n"
     return _text_bytes(json.loads('"' + body.decode("utf-8", "surrogateescape") + '"'))
 
@@ -280,13 +279,14 @@ def decode_line(raw: bytes) -> tuple[bytes, str, int, bytes | None]:
     m = _LINE.fullmatch(raw)
     if m is None:
         return _decode_line_generic(raw)
-    log, stream, attrs, stamp = m.groups()
-    return (
-        _unescape(log) if log else b"",
-        _unescape(stream).decode("utf-8", "surrogateescape") if stream else "",
-        _parse_time_fast(stamp),
-        attrs,
-    )
+    log, stream, attrs, second, fraction = m.groups()
+    time_nano = _second_of(second) * _NS
+    if fraction:
+        time_nano += int(fraction) * _FRACTION_SCALE[len(fraction)]
+    text = _STREAMS.get(stream)
+    if text is None:
+        text = _unescape(stream).decode("utf-8", "surrogateescape")
+    return _unescape(log) if log else b"", text, time_nano, attrs
 
 
 def _decode_line_generic(raw: bytes) -> tuple[bytes, str, int, bytes | None]:

@@ -284,6 +284,8 @@ def test_decode_other_spellings_and_garbage():
         T0,
         rb'{"a":"\u003c","b":"1"}',
     )
+    offset = b'{"log":"a\\n","stream":"stdout","time":"2026-11-26T14:49:51.972665580123+01:00"}\n'
+    assert decode_line(offset) == (b"a\n", "stdout", T0, None)
     for bad in [
         b"",
         b"{",
