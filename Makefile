@@ -84,3 +84,13 @@ uninstall: ## disable and remove the plugin (FORCE=1 even while containers use i
 
 demo: ## on a fresh Debian 12 as root: deps, a dockerd, the plugin, a container that logs, its json.log and docker logs
 	bash plugin/demo.sh
+
+# ---- benchmarks (never part of `make test`) -----------------------------------------------------------------
+.PHONY: microbench
+
+bench: deps venv ## issue 5's benchmark on a private dockerd (root): json-file, none, logbridge, +forward, fluentd; BENCH_RUNS=7 BENCH_LINES=1000000 BENCH_CONCURRENT=1 ... (see bench/run.py)
+	$(PY) -m bench.run
+
+microbench: venv ## the plugin's data path without dockerd, µs/line per stage; PROFILE=cprofile|pyinstrument MICROBENCH_ARGS="--workload short,100b,40kb"
+	$(if $(filter pyinstrument,$(PROFILE)),$(PIP) install -q --disable-pip-version-check pyinstrument)
+	$(PY) -m bench.microbench $(if $(PROFILE),--profile $(PROFILE)) $(MICROBENCH_ARGS)

@@ -1,0 +1,694 @@
+"""`make bench`: logbridge against Docker's own drivers on one private, real dockerd, interleaved, in one sitting.
+
+Paths (each a `--log-driver` with its options):
+  json-file          dockerd's json-file driver (the reference for every ratio)
+  none               no logging at all (the floor)
+  logbridge          logbridge as a managed plugin, local json.log only
+  logbridge+forward  logbridge, json.log plus Fluent forward with acks to bench.receiver
+  fluentd            dockerd's builtin fluentd driver to the same receiver
+
+Workloads (busybox image, no registry): 1M short lines (`seq`), 1M 100-byte lines, 1,000 lines of 40 KB, and
+(BENCH_CONCURRENT=1) 100 containers at once writing 2,000 lines/s each for 30 s.
+
+For every workload the rounds are interleaved (json-file, none, logbridge, ... then again), so a paired ratio
+compares runs made seconds apart. Per run: seconds until the container exited, until json.log held every entry
+(all rotated files counted; max-size is set so large that nothing rotates), until the receiver had acked every
+record; CPU seconds of the plugin's process tree, of dockerd and of the receiver (utime+stime from /proc, before
+and after); the plugin's summed PSS when idle and at its peak (sampled every 0.2 s); lines lost.
+
+Results: bench/results/latest.json (every run, the summaries, the machine) and latest.md (the tables).
+
+Environment knobs (all optional):
+  BENCH_RUNS=7            rounds per workload
+  BENCH_LINES=1000000     lines of the short and 100-byte workloads
+  BENCH_BIG_LINES=1000    lines of the 40 KB workload
+  BENCH_WORKLOADS=short,100b,40kb   subset, in this order
+  BENCH_PATHS=json-file,none,logbridge,logbridge+forward,fluentd   subset (json-file is always kept)
+  BENCH_CONCURRENT=0      1: add the 100-container workload (about 1 min per path and round)
+  BENCH_CONC_RUNS=1       its rounds;  BENCH_CONC_CONTAINERS=100  BENCH_CONC_SECONDS=30  BENCH_CONC_RATE=2000
+  BENCH_FLUENTD_ACK=0     1: the fluentd driver waits for an ack per line (fluentd-request-ack=true)
+  BENCH_TIMEOUT=180       seconds a run may take before it counts its missing lines as lost
+  BENCH_OUT=bench/results/latest   output path without extension
+  BENCH_STATE=            dockerd state dir (default: a fresh /tmp/lbb.XXXX, purged at the end)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import procstat
+from tests.support import Dockerd, ManagedPlugin, build_plugin_dir, create_managed_plugin, import_busybox
+from tests.support.procs import REPO, SupportError, alive, unix_http
+
+API = "/v1.41"
+MAX_SIZE = "20g"  # json-file and logbridge: large enough that no workload here rotates
+PARTIAL = 16 * 1024  # dockerd cuts lines into 16 KiB entries
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name, "")
+    return [v.strip() for v in value.split(",") if v.strip()] if value.strip() else default
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------- workloads
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    cmd: str  # busybox sh -c
+    lines: int  # per container
+    line_bytes: int  # bytes of output per container, newlines included
+    entries_per_line: int = 1  # json.log lines / forward records per output line (16 KiB partials)
+    containers: int = 1
+
+    @property
+    def entries(self) -> int:
+        return self.lines * self.entries_per_line * self.containers
+
+    @property
+    def total_lines(self) -> int:
+        return self.lines * self.containers
+
+    @property
+    def total_bytes(self) -> int:
+        return self.line_bytes * self.containers
+
+
+def _seq_bytes(n: int) -> int:
+    total, digits, lo = 0, 1, 1
+    while lo <= n:
+        hi = min(n, lo * 10 - 1)
+        total += (hi - lo + 1) * (digits + 1)
+        digits, lo = digits + 1, lo * 10
+    return total
+
+
+def _repeat(width: int, n: int) -> str:
+    # a line of `width` x's, n times: busybox yes + head (fast; tr builds the line once)
+    return f"s=$(head -c {width} /dev/zero | tr '\\0' x); yes \"$s\" | head -n {n}"
+
+
+def workloads() -> dict[str, Workload]:
+    n = env_int("BENCH_LINES", 1_000_000)
+    big = env_int("BENCH_BIG_LINES", 1000)
+    k = env_int("BENCH_CONC_CONTAINERS", 100)
+    secs = env_int("BENCH_CONC_SECONDS", 30)
+    rate = env_int("BENCH_CONC_RATE", 2000)
+    ticks = secs * 10
+    per_tick = rate // 10
+    conc_lines = ticks * per_tick
+    return {
+        "short": Workload("short", f"{n:,} short lines (seq 1 {n})", f"seq 1 {n}", n, _seq_bytes(n)),
+        "100b": Workload("100b", f"{n:,} lines of 100 bytes", _repeat(99, n), n, 100 * n),
+        "40kb": Workload("40kb", f"{big:,} lines of 40 KB", _repeat(40_000, big), big, 40_001 * big,
+                         entries_per_line=-(-40_000 // PARTIAL)),
+        "concurrent": Workload(
+            "concurrent",
+            f"{k} containers at once, {rate:,} lines/s each for {secs} s",
+            # 10 bursts a second: seq of the next numbers, then usleep
+            f"i=0; while [ $i -lt {ticks} ]; do seq $((i*{per_tick}+1)) $((i*{per_tick}+{per_tick})); "
+            f"usleep 100000; i=$((i+1)); done",
+            conc_lines, _seq_bytes(conc_lines), containers=k),
+    }
+
+
+# ------------------------------------------------------------------------------------------------- paths
+@dataclass(frozen=True)
+class PathSpec:
+    name: str
+    stores: bool  # writes json.log: time "stored"
+    forwards: bool  # sends to the receiver: time "acked"
+    plugin: bool  # logbridge: plugin CPU and memory
+
+
+PATHS = {
+    "json-file": PathSpec("json-file", stores=True, forwards=False, plugin=False),
+    "none": PathSpec("none", stores=False, forwards=False, plugin=False),
+    "logbridge": PathSpec("logbridge", stores=True, forwards=False, plugin=True),
+    "logbridge+forward": PathSpec("logbridge+forward", stores=True, forwards=True, plugin=True),
+    "fluentd": PathSpec("fluentd", stores=False, forwards=True, plugin=False),
+}
+
+
+# ------------------------------------------------------------------------------------------------- receiver
+class ReceiverProc:
+    """bench.receiver in its own process; a thread follows its counter lines."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.receiver"], cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONPATH=str(REPO)), text=True, start_new_session=True)
+        first = json.loads(self.proc.stdout.readline())
+        self.port = first["listening"]
+        self.stats: dict = {"records": 0, "acks": 0, "protocol_errors": 0, "t": time.monotonic()}
+        self._lock = threading.Lock()
+        self._target: int | None = None
+        self._hit: float | None = None
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _follow(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                stats = json.loads(line)
+            except ValueError:
+                continue
+            with self._lock:
+                self.stats = stats
+                if self._target is not None and self._hit is None and stats["records"] >= self._target:
+                    self._hit = stats["t"]
+
+    def expect(self, count: int) -> int:
+        """Arm: report the time the counter reaches now + count. Returns the counter now."""
+        with self._lock:
+            base = self.stats["records"]
+            self._target, self._hit = base + count, None
+            return base
+
+    def hit(self) -> float | None:
+        with self._lock:
+            return self._hit
+
+    def records(self) -> int:
+        with self._lock:
+            return self.stats["records"]
+
+    def protocol_errors(self) -> int:
+        with self._lock:
+            return self.stats.get("protocol_errors", 0)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ------------------------------------------------------------------------------------------------- counting
+class LineCounter:
+    """Complete lines in a json.log and its rotated files, reading only what was appended since last time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cur: tuple[int, int, int] | None = None  # inode, offset, lines
+        self._rotated: dict[tuple[str, int, int], int] = {}
+
+    def _count_current(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0
+        try:
+            st = os.fstat(fd)
+            ino, off, lines = self._cur if self._cur and self._cur[0] == st.st_ino else (st.st_ino, 0, 0)
+            if st.st_size < off:  # truncated (crash recovery cuts json.log back): start over
+                off, lines = 0, 0
+            while off < st.st_size:
+                chunk = os.pread(fd, min(8 << 20, st.st_size - off), off)
+                if not chunk:
+                    break
+                last_nl = chunk.rfind(b"\n")
+                if last_nl < 0:
+                    break  # a torn line: wait for the rest
+                lines += chunk.count(b"\n", 0, last_nl + 1)
+                off += last_nl + 1
+            self._cur = (ino, off, lines)
+            return lines
+        finally:
+            os.close(fd)
+
+    def _count_rotated(self) -> int:
+        total = 0
+        parent = self.path.parent
+        if not parent.is_dir():
+            return 0
+        prefix = self.path.name + "."
+        for name in os.listdir(parent):
+            if not name.startswith(prefix) or not re.fullmatch(r"\d+(\.gz)?", name[len(prefix):]):
+                continue
+            p = parent / name
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            key = (name, st.st_ino, st.st_size)
+            if key not in self._rotated:
+                opener = gzip.open if name.endswith(".gz") else open
+                try:
+                    with opener(p, "rb") as f:
+                        self._rotated[key] = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(8 << 20), b""))
+                except (OSError, EOFError):
+                    continue  # still being compressed
+            total += self._rotated[key]
+        return total
+
+    def count(self) -> int:
+        return self._count_current() + self._count_rotated()
+
+
+# ------------------------------------------------------------------------------------------------- memory sampler
+class PssSampler:
+    def __init__(self, pid: int | None, interval: float = 0.2) -> None:
+        self.pids = procstat.tree(pid) if pid else []
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> int:
+        value = procstat.pss_bytes(self.pids) if self.pids else 0
+        self.peak = max(self.peak, value)
+        return value
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def start(self) -> int:
+        idle = self.sample()
+        self._thread.start()
+        return idle
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return self.peak
+
+
+# ------------------------------------------------------------------------------------------------- the sitting
+class Bench:
+    def __init__(self, dockerd: Dockerd, image: str, plugin: ManagedPlugin | None, receiver: ReceiverProc | None,
+                 timeout: float) -> None:
+        self.dockerd = dockerd
+        self.image = image
+        self.plugin = plugin
+        self.receiver = receiver
+        self.timeout = timeout
+        self.fluentd_ack = os.environ.get("BENCH_FLUENTD_ACK", "0") == "1"
+        self._plugin_pid: int | None = None
+
+    # ---- docker ----------------------------------------------------------------------------------------
+    def api(self, method: str, url: str, timeout: float = 60) -> tuple[int, bytes]:
+        return unix_http(str(self.dockerd.socket), method, API + url, timeout=timeout)
+
+    def log_args(self, path: str) -> list[str]:
+        fwd = f"fluentd-address=tcp://127.0.0.1:{self.receiver.port}" if self.receiver else ""
+        if path == "json-file":
+            opts = [f"max-size={MAX_SIZE}"]
+            driver = "json-file"
+        elif path == "none":
+            opts, driver = [], "none"
+        elif path == "logbridge":
+            opts, driver = [f"max-size={MAX_SIZE}"], self.plugin.driver
+        elif path == "logbridge+forward":
+            opts, driver = [f"max-size={MAX_SIZE}", fwd], self.plugin.driver
+        elif path == "fluentd":
+            opts, driver = [fwd], "fluentd"
+            if self.fluentd_ack:
+                opts.append("fluentd-request-ack=true")
+        else:
+            raise ValueError(path)
+        args = ["--log-driver", driver]
+        for o in opts:
+            args += ["--log-opt", o]
+        return args
+
+    def create(self, path: str, workload: Workload) -> str:
+        out = self.dockerd.docker("create", "--network", "none", *self.log_args(path), self.image,
+                                  "sh", "-c", workload.cmd)
+        return out.stdout.decode().strip()
+
+    def json_log(self, path: str, cid: str) -> Path:
+        if path == "json-file":
+            return self.dockerd.json_file_log(cid)
+        return self.plugin.json_log(cid)
+
+    def plugin_pid(self) -> int | None:
+        if self.plugin is None:
+            return None
+        if not self._plugin_pid or not alive(self._plugin_pid):
+            self._plugin_pid = self.plugin.pid()
+        return self._plugin_pid
+
+    def cpu(self) -> dict[str, float]:
+        pid = self.plugin_pid()
+        return {
+            "plugin": procstat.tree_cpu(pid) if pid else 0.0,
+            "dockerd": procstat.cpu_seconds(self.dockerd.pid() or 0),
+            "receiver": procstat.cpu_seconds(self.receiver.pid) if self.receiver else 0.0,
+        }
+
+    # ---- one run ---------------------------------------------------------------------------------------
+    def run(self, path: str, workload: Workload, round_no: int) -> dict:
+        spec = PATHS[path]
+        with ThreadPoolExecutor(8) as pool:
+            cids = list(pool.map(lambda _: self.create(path, workload), range(workload.containers)))
+        counters = [LineCounter(self.json_log(path, cid)) for cid in cids] if spec.stores else []
+        expected = workload.entries
+        os.sync()  # the previous run's dirty pages are not this run's cost
+        time.sleep(0.3)
+        exits: dict[str, float] = {}
+
+        def waiter(cid: str) -> None:
+            status, body = self.api("POST", f"/containers/{cid}/wait?condition=next-exit", timeout=self.timeout + 60)
+            exits[cid] = time.monotonic()
+
+        waiters = [threading.Thread(target=waiter, args=(cid,), daemon=True) for cid in cids]
+        for w in waiters:
+            w.start()
+        time.sleep(0.2)  # the wait requests are registered before the containers start
+        sampler = PssSampler(self.plugin_pid() if spec.plugin else None)
+        load = procstat.loadavg()
+        recv_base = self.receiver.expect(expected) if (self.receiver and spec.forwards) else 0
+        cpu0 = self.cpu()
+        pss_idle = sampler.start()
+        t0 = time.monotonic()
+        if len(cids) == 1:
+            status, body = self.api("POST", f"/containers/{cids[0]}/start")
+            if status >= 300:
+                raise SupportError(f"start failed: {status} {body[:300]!r}")
+        else:
+            with ThreadPoolExecutor(16) as pool:
+                for status, body in pool.map(lambda c: self.api("POST", f"/containers/{c}/start"), cids):
+                    if status >= 300:
+                        raise SupportError(f"start failed: {status} {body[:300]!r}")
+        stored_at = acked_at = None
+        stored = 0
+        deadline = t0 + self.timeout
+        while True:
+            now = time.monotonic()
+            if spec.stores and stored_at is None:
+                stored = sum(c.count() for c in counters)
+                if stored >= expected:
+                    stored_at = time.monotonic()
+            if spec.forwards and acked_at is None:
+                acked_at = self.receiver.hit()
+            done = (len(exits) == len(cids) and (stored_at or not spec.stores) and (acked_at or not spec.forwards))
+            if done or now > deadline:
+                break
+            time.sleep(0.01)
+        exit_at = max(exits.values()) if len(exits) == len(cids) else None
+        time.sleep(0.2)  # what the plugin does right after (cursor saves, closing) is part of its cost
+        cpu1 = self.cpu()
+        pss_peak = sampler.stop()
+        if spec.stores:
+            stored = sum(c.count() for c in counters)
+        received = self.receiver.records() - recv_base if (self.receiver and spec.forwards) else 0
+        dual_cache = any((self.dockerd.data_root / "containers" / cid / "container-cached.log").exists()
+                         for cid in cids)
+        lost = 0
+        if spec.stores:
+            lost = max(lost, expected - stored)
+        if spec.forwards:
+            lost = max(lost, expected - received)
+        complete_at = max(t for t in (exit_at, stored_at, acked_at) if t is not None) if exit_at else None
+        if (spec.stores and not stored_at) or (spec.forwards and not acked_at):
+            complete_at = None
+
+        def since(t: float | None) -> float | None:
+            return round(t - t0, 4) if t is not None else None
+
+        mlines = workload.total_lines / 1e6
+        complete_s = since(complete_at)
+        rec = {
+            "workload": workload.name, "path": path, "round": round_no, "containers": len(cids),
+            "lines": workload.total_lines, "entries": expected, "bytes": workload.total_bytes,
+            "exit_s": since(exit_at), "stored_s": since(stored_at), "acked_s": since(acked_at),
+            "complete_s": complete_s,
+            "lines_per_s": round(workload.total_lines / complete_s) if complete_s else None,
+            "mb_per_s": round(workload.total_bytes / 1e6 / complete_s, 2) if complete_s else None,
+            "plugin_cpu_s": round(cpu1["plugin"] - cpu0["plugin"], 3) if spec.plugin else None,
+            "dockerd_cpu_s": round(cpu1["dockerd"] - cpu0["dockerd"], 3),
+            "receiver_cpu_s": round(cpu1["receiver"] - cpu0["receiver"], 3) if spec.forwards else None,
+            "pss_idle_mb": round(pss_idle / 1e6, 1) if spec.plugin else None,
+            "pss_peak_mb": round(pss_peak / 1e6, 1) if spec.plugin else None,
+            "stored_entries": stored if spec.stores else None,
+            "received_records": received if spec.forwards else None,
+            "lost": lost, "duplicates": max(0, received - expected) if spec.forwards else 0,
+            "dual_logging_cache": dual_cache, "loadavg_before": load,
+        }
+        for key in ("plugin", "dockerd", "receiver"):
+            v = rec[f"{key}_cpu_s"]
+            rec[f"{key}_cpu_per_m"] = round(v / mlines, 3) if v is not None else None
+        self.cleanup(path, cids)
+        return rec
+
+    def cleanup(self, path: str, cids: list[str]) -> None:
+        self.dockerd.docker("rm", "-f", *cids, check=False, timeout=300)
+        if PATHS[path].plugin:
+            for cid in cids:
+                shutil.rmtree(self.plugin.log_root / cid, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------- summaries
+FIGURES = ["exit_s", "stored_s", "acked_s", "complete_s", "lines_per_s", "mb_per_s", "plugin_cpu_s",
+           "plugin_cpu_per_m", "dockerd_cpu_per_m", "receiver_cpu_per_m", "pss_idle_mb", "pss_peak_mb", "lost"]
+
+
+def stat(values: list[float]) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": round(statistics.median(values), 4), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarise(runs: list[dict]) -> dict:
+    out: dict = {}
+    for wl in dict.fromkeys(r["workload"] for r in runs):
+        ref = {r["round"]: r for r in runs if r["workload"] == wl and r["path"] == "json-file"}
+        out[wl] = {}
+        for path in dict.fromkeys(r["path"] for r in runs if r["workload"] == wl):
+            mine = [r for r in runs if r["workload"] == wl and r["path"] == path]
+            s = {f: stat([r[f] for r in mine]) for f in FIGURES}
+            s["dual_logging_cache"] = sorted({r["dual_logging_cache"] for r in mine})
+            if path != "json-file":
+                ratios: dict[str, list[float]] = {"exit": [], "complete": []}
+                for r in mine:
+                    j = ref.get(r["round"])
+                    if not j:
+                        continue
+                    if r["exit_s"] and j["exit_s"]:
+                        ratios["exit"].append(round(r["exit_s"] / j["exit_s"], 3))
+                    if r["complete_s"] and j["stored_s"] and (PATHS[path].stores or PATHS[path].forwards):
+                        ratios["complete"].append(round(r["complete_s"] / j["stored_s"], 3))
+                s["ratio_exit"] = stat(ratios["exit"])
+                s["ratio_complete"] = stat(ratios["complete"])
+            out[wl][path] = s
+    return out
+
+
+def targets(summary: dict) -> list[dict]:
+    """Issue 5's targets, judged on the medians of the paired ratios and figures of the short-line workload."""
+    rows = []
+    short = summary.get("short", {})
+
+    def med(path: str, key: str) -> float | None:
+        v = short.get(path, {}).get(key)
+        return v["median"] if v else None
+
+    def add(what: str, value: float | None, limit: float, unit: str = "") -> None:
+        rows.append({"target": what, "value": value, "limit": limit, "unit": unit,
+                     "met": None if value is None else value <= limit})
+
+    add("(c) every line stored, × json-file", med("logbridge", "ratio_complete"), 1.25, "×")
+    add("(c) container exit, × json-file", med("logbridge", "ratio_exit"), 1.2, "×")
+    add("(c) plugin CPU per 1M short lines", med("logbridge", "plugin_cpu_per_m"), 3.0, "CPU-s")
+    add("(d) every line stored and acked, × json-file", med("logbridge+forward", "ratio_complete"), 1.75, "×")
+    add("(d) plugin CPU per 1M short lines", med("logbridge+forward", "plugin_cpu_per_m"), 4.5, "CPU-s")
+    idle = [summary[w][p]["pss_idle_mb"]["median"] for w in summary for p in summary[w]
+            if summary[w][p].get("pss_idle_mb") and w != "concurrent"]
+    add("plugin memory idle (PSS, worst median)", max(idle) if idle else None, 50, "MB")
+    conc = summary.get("concurrent", {})
+    peaks = [conc[p]["pss_peak_mb"]["max"] for p in conc if conc[p].get("pss_peak_mb")]
+    if peaks:
+        add("plugin memory with 100 containers (PSS peak)", max(peaks), 150, "MB")
+    lost = [r["lost"]["max"] for w in summary.values() for r in w.values() if r.get("lost")]
+    add("lines lost in any run", max(lost) if lost else None, 0, "lines")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- markdown
+def cell(s: dict | None, fmt: str = "{:.2f}") -> str:
+    if not s:
+        return "–"
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return fmt.format(s["median"])
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"# logbridge `make bench` — {result['started']}",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['mem_gb']} GB, kernel {m['kernel']}; "
+        f"dockerd {result['dockerd_version']}; logbridge {result['git']}. "
+        f"Load average before/after: {result['loadavg_start']} / {result['loadavg_end']}.",
+        "",
+        f"{result['runs']} interleaved rounds per workload; each cell is the median (min–max). json-file and "
+        f"logbridge use `max-size={MAX_SIZE}` (nothing rotates). Times are seconds from `start` until the "
+        "container(s) exited, until json.log held every entry, until the receiver had acked every record. "
+        "lines/s and MB/s are over the time until everything was stored and acked (exit for `none`). CPU is "
+        "utime+stime per million lines: the plugin's process tree, dockerd alone (not containerd or shims), "
+        "the receiver (bench.receiver: driver.receiver's server, acks on). Memory is the plugin's summed PSS. "
+        "Ratios are paired with the json-file run of the same round: exit vs exit, stored/acked vs json-file "
+        "stored.",
+        "",
+    ]
+    if result.get("notes"):
+        lines += [f"- {n}" for n in result["notes"]] + [""]
+    for wl, paths in result["summary"].items():
+        lines += [f"## {result['workloads'][wl]}", "",
+                  "| path | exit s | stored s | acked s | lines/s | MB/s | plugin CPU-s/M | dockerd CPU-s/M | "
+                  "receiver CPU-s/M | PSS idle MB | PSS peak MB | lost | exit × json-file | "
+                  "stored/acked × json-file |",
+                  "|" + "---|" * 14]
+        for path, s in paths.items():
+            lines.append("| " + " | ".join([
+                path, cell(s["exit_s"]), cell(s["stored_s"]), cell(s["acked_s"]), cell(s["lines_per_s"], "{:,.0f}"),
+                cell(s["mb_per_s"], "{:.1f}"), cell(s["plugin_cpu_per_m"]), cell(s["dockerd_cpu_per_m"]),
+                cell(s["receiver_cpu_per_m"]), cell(s["pss_idle_mb"], "{:.1f}"), cell(s["pss_peak_mb"], "{:.1f}"),
+                cell(s["lost"], "{:.0f}"), cell(s.get("ratio_exit")), cell(s.get("ratio_complete")),
+            ]) + " |")
+        lines.append("")
+    lines += ["## Targets (issue 5; short-line medians)", "", "| target | value | limit | met |", "|---|---|---|---|"]
+    for t in result["targets"]:
+        v = "–" if t["value"] is None else f"{t['value']:g} {t['unit']}"
+        met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {v} | {t['limit']:g} {t['unit']} | {met} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- main
+def git_describe() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "driver"],
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+uncommitted driver/ changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("make bench needs root (it runs a private dockerd)", file=sys.stderr)
+        return 1
+    runs_n = env_int("BENCH_RUNS", 7)
+    all_wl = workloads()
+    wanted = env_list("BENCH_WORKLOADS", ["short", "100b", "40kb"])
+    if os.environ.get("BENCH_CONCURRENT", "0") == "1" and "concurrent" not in wanted:
+        wanted.append("concurrent")
+    paths = env_list("BENCH_PATHS", list(PATHS))
+    if "json-file" not in paths:
+        paths.insert(0, "json-file")
+    unknown = [p for p in paths if p not in PATHS] + [w for w in wanted if w not in all_wl]
+    if unknown:
+        print(f"unknown path or workload: {unknown}", file=sys.stderr)
+        return 2
+    out = Path(os.environ.get("BENCH_OUT", str(REPO / "bench" / "results" / "latest")))
+    timeout = env_int("BENCH_TIMEOUT", 180)
+    state = os.environ.get("BENCH_STATE") or tempfile.mkdtemp(prefix="lbb.", dir="/tmp")
+    dockerd = Dockerd(state)
+    plugin = receiver = None
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    result: dict = {"started": started, "machine": procstat.machine(), "git": git_describe(), "runs": runs_n,
+                    "loadavg_start": procstat.loadavg(), "max_size": MAX_SIZE,
+                    "workloads": {w: all_wl[w].title for w in wanted}, "paths": paths, "notes": []}
+    records: list[dict] = []
+    try:
+        log(f"dockerd in {state}")
+        dockerd.start()
+        image = import_busybox(dockerd)
+        result["dockerd_version"] = dockerd.docker("version", "-f", "{{.Server.Version}}").stdout.decode().strip()
+        if any(PATHS[p].plugin for p in paths):
+            log("plugin rootfs (cached by content) and docker plugin create")
+            plugin_dir = build_plugin_dir(Path(state) / "plugin-dir")
+            plugin = create_managed_plugin(dockerd, plugin_dir, f"lbbench-{secrets.token_hex(3)}",
+                                           log_root=Path(state) / "plugin-logs",
+                                           state_dir=Path(state) / "plugin-state")
+        if any(PATHS[p].forwards for p in paths):
+            receiver = ReceiverProc()
+            log(f"receiver on 127.0.0.1:{receiver.port}")
+        bench = Bench(dockerd, image, plugin, receiver, timeout)
+        result["fluentd_request_ack"] = bench.fluentd_ack
+        for wl_name in wanted:
+            wl = all_wl[wl_name]
+            n = env_int("BENCH_CONC_RUNS", 1) if wl_name == "concurrent" else runs_n
+            for rnd in range(1, n + 1):
+                for path in paths:
+                    rec = bench.run(path, wl, rnd)
+                    records.append(rec)
+                    log(f"{wl_name} r{rnd} {path:18} exit {rec['exit_s']}  stored {rec['stored_s']}  "
+                        f"acked {rec['acked_s']}  plugin {rec['plugin_cpu_s']} CPU-s  dockerd "
+                        f"{rec['dockerd_cpu_s']} CPU-s  pss {rec['pss_idle_mb']}/{rec['pss_peak_mb']} MB  "
+                        f"lost {rec['lost']}")
+    finally:
+        result["loadavg_end"] = procstat.loadavg()
+        if receiver:
+            receiver.stop()
+        try:
+            if plugin:
+                plugin.remove()
+        finally:
+            if not os.environ.get("BENCH_STATE"):
+                dockerd.stop(purge=True)
+            else:
+                dockerd.stop()
+    if not records:
+        return 1
+    if receiver and receiver.protocol_errors():
+        result["notes"].append(f"receiver protocol errors: {receiver.protocol_errors()}")
+    if any(r["path"] == "logbridge" and r["dual_logging_cache"] for r in records):
+        result["notes"].append("dockerd kept a dual-logging cache for logbridge containers")
+    elif any(r["path"].startswith("logbridge") for r in records):
+        result["notes"].append("dockerd kept no dual-logging cache for logbridge (it serves ReadLogs); it does "
+                               "for fluentd (container-cached.log), which is Docker's default and part of (e)'s cost")
+    result["summary"] = summarise(records)
+    result["targets"] = targets(result["summary"])
+    result["records"] = records
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    md = markdown(result)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    log(f"wrote {out}.json and {out}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
