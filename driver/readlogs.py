@@ -18,7 +18,7 @@ from aiohttp import web
 from driver.frames import encode_frame
 from driver.info import LogInfo
 from driver.jsonfile import parse_time
-from driver.logfile import Follower, read_entries
+from driver.logfile import Follower, ReadStats, read_entries
 from driver.options import OptionError, parse_options
 from driver.sinks.jsonlog import log_path
 
@@ -84,13 +84,17 @@ async def serve_read_logs(request: web.Request, registry, body: dict) -> web.Str
     response = web.StreamResponse(headers={"Content-Type": "application/x-protobuf"})
     await response.prepare(request)
     loop = asyncio.get_running_loop()
+    stats = ReadStats()
     if not cfg.follow:
         history = _chunks(read_entries(path, tail=cfg.tail, since_ns=cfg.since_ns, until_ns=cfg.until_ns,
-                                       compress=compress))
+                                       compress=compress, stats=stats))
         await _send_all(loop, response, history)
     else:
-        await _follow(loop, request, response, registry, info.container_id, path, cfg, compress)
+        await _follow(loop, request, response, registry, info.container_id, path, cfg, compress, stats)
     await response.write_eof()
+    log.debug("ReadLogs served", extra={"container": info.container_id[:12], "tail": cfg.tail, "follow": cfg.follow,
+                                        "since_ns": cfg.since_ns, "until_ns": cfg.until_ns,
+                                        "bytes_read": stats.bytes_read, "bad_lines": stats.bad_lines})
     return response
 
 
@@ -105,11 +109,11 @@ async def _send_all(loop, response: web.StreamResponse, chunks: Iterator[list]) 
 
 
 async def _follow(loop, request, response, registry, container_id: str, path: str, cfg: ReadConfig,
-                  compress: bool) -> None:
+                  compress: bool, stats: ReadStats) -> None:
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     follower = await loop.run_in_executor(
-        None, lambda: Follower(path, since_ns=cfg.since_ns, until_ns=cfg.until_ns, compress=compress))
+        None, lambda: Follower(path, since_ns=cfg.since_ns, until_ns=cfg.until_ns, compress=compress, stats=stats))
     try:
         await _send_all(loop, response, _chunks(follower.history(cfg.tail)))
         while not follower.done:
