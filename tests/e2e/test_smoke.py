@@ -31,3 +31,20 @@ def test_managed_plugin_writes_json_log(managed_plugin, docker_run):
     plugin = managed_plugin()
     result = docker_run(plugin.driver, *SEQ)
     assert_five_lines(result, plugin.json_log(result.container_id))
+
+
+def test_managed_plugin_fifos_live_outside_its_rootfs(managed_plugin, dockerd, bb_image):
+    """config.json's propagatedMount covers /run/docker/logging, so dockerd creates a managed plugin's FIFOs
+    in <plugin dir>/propagated-mount, which `docker plugin upgrade` keeps (it replaces rootfs/)."""
+    plugin = managed_plugin()
+    cid = (
+        dockerd.docker("run", "-d", "--network", "none", "--log-driver", plugin.driver, bb_image, "sleep", "60")
+        .stdout.decode()
+        .strip()
+    )
+    plugin_home = dockerd.data_root / "plugins" / plugin.id
+    fifos = [p for p in (plugin_home / "propagated-mount").iterdir() if p.is_fifo()]
+    assert len(fifos) == 1
+    assert not any((plugin_home / "rootfs" / "run" / "docker" / "logging").glob("*"))
+    dockerd.docker("rm", "-f", cid)
+    assert not fifos[0].exists()  # dockerd unlinks it when the logger closes
