@@ -63,10 +63,12 @@ class FifoSource:
         total = 0
         while total < budget:
             if self._overflow is not None:
-                n = self._overflow.pump(self.fd)
+                # Room first, then read: what arrives once the disk has room again must not be dropped.
                 if self._overflow.recovered(self.journal):
                     log.warning("journal disk has room again", extra={"fifo": self.path})
                     self._overflow = None
+                    continue
+                n = self._overflow.pump(self.fd)
             else:
                 try:
                     n = self.journal.splice_from(self.fd, budget - total)

@@ -79,6 +79,9 @@ class FrameDecoder:
                 pos = self._resync(buf, pos, final)
                 continue
             if stop > end:
+                if final:  # a length that runs past the end of everything: garbage, look for frames inside it
+                    pos = self._resync(buf, pos, final)
+                    continue
                 break
             try:
                 parse(view[pos + HEADER : stop])

@@ -200,12 +200,17 @@ class Journal:
     def over_cap(self) -> bool:
         return self.end - self._starts[0] > self.max_bytes and len(self._starts) > 1
 
-    def enforce_cap(self) -> list[tuple[str, int, int]]:
-        """Give up oldest segments until the journal fits its cap. Returns (cursor, frames, bytes) dropped."""
+    def enforce_cap(self, protect: int | None = None) -> list[tuple[str, int, int]]:
+        """Give up oldest segments until the journal fits its cap. Returns (cursor, frames, bytes) dropped.
+
+        Nothing at or after ``protect`` is given up: the json.log writer, local and quick, passes it so that a
+        burst it is still absorbing never costs lines while a remote sink is stuck."""
         lost: list[tuple[str, int, int]] = []
         with self._lock:
             while self.end - self._starts[0] > self.max_bytes and len(self._starts) > 1:
                 cut = self._starts[1]
+                if protect is not None and cut > protect:
+                    break
                 for cur in self.cursors.values():
                     if cur.pos < cut:
                         frames, new_pos = self._walk(cur.pos, cut)

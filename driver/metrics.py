@@ -27,7 +27,7 @@ class LogbridgeCollector:
 
     def collect(self) -> Iterator[Metric]:
         live = list(self.registry.pipelines.values())
-        all_stats: list[ContainerStats] = [p.stats for p in live] + [self.registry.finished_totals]
+        all_stats: list[ContainerStats] = [self.registry.totals()]
 
         info = GaugeMetricFamily("logbridge_build_info", "logbridge version", labels=["version"])
         info.add_metric([__version__], 1)
@@ -63,37 +63,56 @@ class LogbridgeCollector:
             dropped.add_metric([reason], sum(s.dropped_lines[reason] for s in all_stats))
         yield dropped
 
-        jbytes = GaugeMetricFamily(
-            "logbridge_journal_bytes", "bytes held in the container's journal", labels=["container_id"]
-        )
-        jsegs = GaugeMetricFamily(
-            "logbridge_journal_segments", "segment files of the container's journal", labels=["container_id"]
-        )
-        backlog = GaugeMetricFamily(
-            "logbridge_backlog_bytes",
-            "journal bytes a consumer has not taken yet",
-            labels=["container_id", "sink"],
-        )
-        cwritten = CounterMetricFamily(
-            "logbridge_container_lines_written",
-            "lines written to json.log, per container",
-            labels=["container_id"],
-        )
-        cdropped = CounterMetricFamily(
-            "logbridge_container_lines_dropped",
-            "lines lost, per container and reason",
-            labels=["container_id", "reason"],
-        )
+        jbytes = GaugeMetricFamily("logbridge_journal_bytes", "bytes held in the container's journal",
+                                   labels=["container_id"])
+        jsegs = GaugeMetricFamily("logbridge_journal_segments", "segment files of the container's journal",
+                                  labels=["container_id"])
+        backlog = GaugeMetricFamily("logbridge_backlog_bytes", "journal bytes not yet written (json.log) or acknowledged (sinks)",
+                                    labels=["container_id", "sink"])
+        lag = GaugeMetricFamily("logbridge_sink_lag_seconds", "seconds since the consumer was last caught up",
+                                labels=["container_id", "sink"])
+        cwritten = CounterMetricFamily("logbridge_container_lines_written", "lines written to json.log, per container",
+                                       labels=["container_id"])
+        cdropped = CounterMetricFamily("logbridge_container_lines_dropped", "lines lost, per container and reason",
+                                       labels=["container_id", "reason"])
         for p in live:
             cid = p.container_id[:12]
             jbytes.add_metric([cid], p.journal.size())
             jsegs.add_metric([cid], p.journal.segment_count())
             for c in p.consumers:
-                backlog.add_metric([cid, c.name], max(0, p.journal.end - c.cursor.pos))
+                backlog.add_metric([cid, c.name], max(0, p.journal.end - c.done_pos))
+                lag.add_metric([cid, c.name], p.lag_seconds(c.name))
             cwritten.add_metric([cid], p.stats.lines_written)
             for reason in DROP_REASONS:
                 cdropped.add_metric([cid, reason], p.stats.dropped_lines[reason])
-        yield from (jbytes, jsegs, backlog, cwritten, cdropped)
+        yield from (jbytes, jsegs, backlog, lag, cwritten, cdropped)
+        yield from self._forward_families(live)
+
+    def _forward_families(self, live) -> Iterator[Metric]:
+        sinks = [(p.container_id[:12], p.forward) for p in live if p.forward is not None]
+        totals = self.registry.finished_forward
+        fams = {
+            "forwarded": CounterMetricFamily("logbridge_sink_lines_forwarded",
+                                             "records written to the aggregator, resends included", labels=["sink"]),
+            "acked": CounterMetricFamily("logbridge_sink_lines_acked", "records the aggregator acknowledged",
+                                         labels=["sink"]),
+            "retried": CounterMetricFamily("logbridge_sink_lines_retried", "records sent again after a failure",
+                                           labels=["sink"]),
+            "failures": CounterMetricFamily("logbridge_sink_failures", "failed delivery attempts", labels=["sink"]),
+        }
+        for key, fam in fams.items():
+            fam.add_metric(["forward"], sum(s.run_counts()[key] for _, s in sinks) + totals.get(key, 0))
+            yield fam
+        dropped = CounterMetricFamily("logbridge_sink_lines_dropped", "records a sink lost, by reason",
+                                      labels=["sink", "reason"])
+        dropped.add_metric(["forward", "journal_cap"],
+                           sum(s.run_counts()["dropped"] for _, s in sinks) + totals.get("dropped", 0))
+        yield dropped
+        up = GaugeMetricFamily("logbridge_sink_up", "1 when the sink's last delivery attempt succeeded",
+                               labels=["container_id", "sink"])
+        for cid, s in sinks:
+            up.add_metric([cid, "forward"], 1 if s.stats.connected else 0)
+        yield up
 
 
 def make_metrics_app(registry) -> web.Application:

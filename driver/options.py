@@ -233,7 +233,12 @@ def parse_options(config: Mapping[str, str] | None) -> Options:
     return Options(values, frozenset(config))
 
 
+MIN_JOURNAL = 16_000_000  # well above one batch (1 MiB) per consumer, so json.log never loses lines to the cap
+
+
 def _check_combinations(values: dict[str, Any], given: frozenset[str]) -> None:
+    if values["journal-max-size"] < MIN_JOURNAL:
+        raise OptionError(f"logbridge: invalid log-opt journal-max-size: expected {SIZE.form}, at least 16m")
     if values["compress"] and values["max-file"] < 2:
         raise OptionError("logbridge: invalid log-opt compress=true: it needs max-file of 2 or more")
     if "fluentd-async" in given and "fluentd-async-connect" in given:

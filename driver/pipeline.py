@@ -38,14 +38,21 @@ class Pipeline:
         self._loop = loop
         self._executor = executor
         self._on_finished = on_finished
-        self.journal = Journal(os.path.join(self.dir, "journal"), max_bytes=opts["journal-max-size"])
+        cap = opts["journal-max-size"]
+        # Segments are the unit the cap gives up: keep several under the cap so it bites close to its value.
+        self.journal = Journal(os.path.join(self.dir, "journal"), segment_bytes=max(64 << 10, min(8 << 20, cap // 8)),
+                               max_bytes=cap)
         store = CursorStore(os.path.join(self.dir, "cursors"))
         self.jsonlog = self._make_jsonlog(settings, store)
         self.forward = self._make_forward(store)
         self.consumers = [self.jsonlog] + ([self.forward] if self.forward else [])
+        # Counts restored from the cursors are the container's lifetime counts; totals want this run's share.
+        self.baseline = ContainerStats(info.container_id)
+        self.baseline.add(self.stats)
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}
         self._idle = {c.name: asyncio.Event() for c in self.consumers}
+        self._behind_since: dict[str, float] = {}  # consumer → loop time it last fell behind
         self._capping = False
         self._closing = False
         self.closed = asyncio.Event()
@@ -94,6 +101,9 @@ class Pipeline:
 
     def _on_data(self) -> None:
         self.poke()
+        self._check_cap()
+
+    def _check_cap(self) -> None:
         if not self._capping and self.journal.over_cap():
             self._capping = True
             self._loop.create_task(self._enforce_cap())
@@ -115,7 +125,9 @@ class Pipeline:
 
     async def _enforce_cap(self) -> None:
         try:
-            lost = await self._loop.run_in_executor(self._executor, self.journal.enforce_cap)
+            # json.log is only behind for a moment unless its disk is full: then the cap applies to it too.
+            protect = None if self.jsonlog.disk_full else self.jsonlog.cursor.pos
+            lost = await self._loop.run_in_executor(self._executor, self.journal.enforce_cap, protect)
             for name, frames, nbytes in lost:
                 if name == self.jsonlog.name:
                     self.stats.dropped("journal_cap", frames, nbytes)
@@ -126,8 +138,10 @@ class Pipeline:
 
     # ---- consumer side ----------------------------------------------------------------------------------------
     def poke(self) -> None:
+        now = self._loop.time()
         for name, event in self._wake.items():
             self._idle[name].clear()
+            self._behind_since.setdefault(name, now)
             event.set()
 
     async def _run(self, consumer) -> None:
@@ -152,6 +166,8 @@ class Pipeline:
             self._release()
             if not wake.is_set():
                 idle.set()
+                if consumer.caught_up():
+                    self._behind_since.pop(consumer.name, None)
 
     async def _last_steps(self, consumer) -> None:
         """Closing: deliver what is left (close() cancels this after its grace period)."""
@@ -164,6 +180,12 @@ class Pipeline:
 
     def _release(self) -> None:
         self.journal.release(min(c.saved_pos for c in self.consumers))
+        self._check_cap()  # json.log moving on may let the cap give up what it protected
+
+    def lag_seconds(self, name: str) -> float:
+        """How long the consumer has had work waiting (0 while caught up)."""
+        since = self._behind_since.get(name)
+        return 0.0 if since is None else max(0.0, self._loop.time() - since)
 
     async def json_log_caught_up(self, limit: float) -> bool:
         """Wait until json.log holds everything the journal held when called (ReadLogs reads right after)."""

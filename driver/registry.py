@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from driver.info import LogInfo, render_tag
@@ -34,6 +35,9 @@ class Registry:
         self.pipelines: dict[str, Pipeline] = {}
         self.fifos: dict[str, str] = {}  # FIFO path → container id
         self.finished_totals = ContainerStats("finished")  # counts of containers whose pipeline closed
+        self.finished_forward: Counter = Counter()  # forward sink counts of those containers
+        self._totals_path = os.path.join(settings.state_dir, "totals.json")
+        self._load_totals()
         self.profiles = Profiles(settings.profiles)
         self._table = os.path.join(settings.state_dir, "fifos.json")
         os.makedirs(os.path.join(settings.state_dir, "containers"), mode=0o700, exist_ok=True)
@@ -79,11 +83,30 @@ class Registry:
         self.pipelines[info.container_id] = pipeline
         return pipeline
 
+    def totals(self) -> ContainerStats:
+        """Counts over every container: finished ones (persisted) plus what live ones did in this run."""
+        total = ContainerStats("all")
+        total.add(self.finished_totals)
+        for p in self.pipelines.values():
+            total.add(p.stats)
+            total.add(p.baseline, sign=-1)
+        return total
+
+    def _fold(self, pipeline: Pipeline) -> None:
+        self.finished_totals.add(pipeline.stats)
+        self.finished_totals.add(pipeline.baseline, sign=-1)
+        pipeline.baseline = ContainerStats(pipeline.container_id)
+        pipeline.baseline.add(pipeline.stats)
+        if pipeline.forward is not None:
+            self.finished_forward.update(pipeline.forward.run_counts())
+            pipeline.forward.reset_run_counts()
+
     def _finished(self, pipeline: Pipeline) -> None:
         """A pipeline whose FIFO ended and whose consumers caught up: drop it and its FIFO entries."""
         if self.pipelines.get(pipeline.container_id) is pipeline:
             del self.pipelines[pipeline.container_id]
-            self.finished_totals.add(pipeline.stats)
+            self._fold(pipeline)
+            self._save_totals()
         for path in [p for p, cid in self.fifos.items() if cid == pipeline.container_id]:
             if pipeline.fifo is None or pipeline.fifo.path != path:
                 del self.fifos[path]
@@ -152,6 +175,9 @@ class Registry:
                 p.fifo.drain()
                 p.fifo.close()
         await asyncio.gather(*(p.close(grace=SHUTDOWN_GRACE) for p in pipelines), return_exceptions=True)
+        for p in pipelines:
+            self._fold(p)  # their counts so far; after the restart they count from their saved cursors again
+        self._save_totals()
         self._executor.shutdown(wait=True)
 
     # ---- persistence ------------------------------------------------------------------------------------------
@@ -166,6 +192,23 @@ class Registry:
     def _load_info(self, cid: str) -> dict:
         with open(self._info_path(cid), encoding="utf-8") as f:
             return json.load(f)
+
+    def _load_totals(self) -> None:
+        try:
+            with open(self._totals_path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return
+        self.finished_totals.restore(data.get("containers", {}))
+        self.finished_forward.update(data.get("forward", {}))
+
+    def _save_totals(self) -> None:
+        """Finished containers' counts, so the plugin's totals survive its restarts."""
+        try:
+            _write_atomic(self._totals_path, json.dumps({"containers": self.finished_totals.to_json(),
+                                                         "forward": dict(self.finished_forward)}))
+        except OSError as exc:
+            log.warning("could not save totals", extra={"error": str(exc)})
 
     def _save_table(self) -> None:
         _write_atomic(self._table, json.dumps(self.fifos))

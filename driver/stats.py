@@ -64,11 +64,11 @@ class ContainerStats:
         self.dropped_lines = Counter(data.get("dropped_lines", {}))
         self.dropped_bytes = Counter(data.get("dropped_bytes", {}))
 
-    def add(self, other: ContainerStats) -> None:
-        """Fold a finished container's counts into a running total."""
-        self.received_lines.update(other.received_lines)
-        self.received_bytes.update(other.received_bytes)
-        self.lines_written += other.lines_written
-        self.rotations += other.rotations
-        self.dropped_lines.update(other.dropped_lines)
-        self.dropped_bytes.update(other.dropped_bytes)
+    def add(self, other: ContainerStats, sign: int = 1) -> None:
+        """Fold counts into a running total (``sign=-1`` takes them out again)."""
+        for mine, theirs in ((self.received_lines, other.received_lines), (self.received_bytes, other.received_bytes),
+                             (self.dropped_lines, other.dropped_lines), (self.dropped_bytes, other.dropped_bytes)):
+            for key, value in theirs.items():
+                mine[key] += sign * value
+        self.lines_written += sign * other.lines_written
+        self.rotations += sign * other.rotations

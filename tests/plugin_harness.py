@@ -42,7 +42,7 @@ def info_for(container_id: str, config: dict[str, str] | None = None, name: str 
 
 
 class PluginProcess:
-    def __init__(self, base: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, base: Path, env: dict[str, str] | None = None, stdout: Path | None = None) -> None:
         self.base = base
         self.socket = str(base / "p.sock")
         self.log_root = base / "logs"
@@ -50,7 +50,7 @@ class PluginProcess:
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.session = requests_unixsocket.Session()
-        self.stdout = base / "plugin.out"
+        self.stdout = stdout or base / "plugin.out"
 
     def start(self) -> PluginProcess:
         env = dict(os.environ, LOGBRIDGE_SOCKET=self.socket, LOGBRIDGE_LOG_ROOT=str(self.log_root),

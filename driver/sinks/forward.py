@@ -65,16 +65,31 @@ class ForwardSink:
         if self.cursor.pos < journal.start:
             self.cursor.pos = journal.start  # the cap took frames while the plugin was down
         self.stats = ForwardStats(acked=int(self.cursor.extra.get("acked", 0)))
+        self._base = {"acked": self.stats.acked, "dropped": self.cursor.dropped_frames}  # restored lifetime counts
         self.sealed = False
         self._saved_pos = self.cursor.pos
         self._pending: _Batch | None = None  # prepared, not yet acknowledged
         self._last_complaint = 0.0
         journal.cursors[NAME] = self.cursor
 
+    def run_counts(self) -> dict[str, int]:
+        """This run's counts (the cursor restores lifetime ones; totals add runs up)."""
+        return {"forwarded": self.stats.forwarded, "acked": self.stats.acked - self._base["acked"],
+                "retried": self.stats.retried, "failures": self.stats.failures,
+                "dropped": self.cursor.dropped_frames - self._base["dropped"]}
+
+    def reset_run_counts(self) -> None:
+        self.stats.forwarded = self.stats.retried = self.stats.failures = 0
+        self._base = {"acked": self.stats.acked, "dropped": self.cursor.dropped_frames}
+
     # ---- consumer contract ---------------------------------------------------------------------------------
     @property
     def saved_pos(self) -> int:
         return self._saved_pos
+
+    @property
+    def done_pos(self) -> int:
+        return self._saved_pos  # acknowledged
 
     def caught_up(self) -> bool:
         return self._pending is None and self.cursor.pos >= self.journal.end

@@ -71,6 +71,10 @@ class JsonLogWriter:
     def saved_pos(self) -> int:
         return self._saved_pos
 
+    @property
+    def done_pos(self) -> int:
+        return self.written_pos
+
     def caught_up(self) -> bool:
         return self.cursor.pos >= self.journal.end
 

@@ -170,7 +170,10 @@ def test_full_disk_keeps_draining_counts_drops_and_recovers(tmp_path):
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
-    plugin = PluginProcess(small).start()
+    from tests.process.test_metrics_process import free_port, scrape, total
+
+    addr = f"127.0.0.1:{free_port()}"
+    plugin = PluginProcess(small, env={"METRICS_ADDR": addr}, stdout=tmp_path / "plugin.out").start()
     try:
         logger = FakeLogger(plugin, fifo_dir=tmp_path)
         logger.start()
@@ -195,6 +198,11 @@ def test_full_disk_keeps_draining_counts_drops_and_recovers(tmp_path):
         assert wait_for(lambda: lines_of(path)[-1:] == [b"after recovery 2\n"], timeout=20)
         assert b"after recovery 0\n" in lines_of(path)
         assert "journal disk full" in plugin.stdout.read_text()
+        m = scrape(addr)
+        dropped = total(m, "logbridge_lines_dropped_total", reason="disk_full")
+        assert dropped > 0
+        # every line is accounted for: 1 before, 50,000 during, 3 after
+        assert total(m, "logbridge_lines_written_total") + dropped == len(lines_of(path)) + dropped == 50004
     finally:
         plugin.kill()
         subprocess.run(["umount", "-l", str(small)], check=False)

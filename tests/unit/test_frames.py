@@ -113,3 +113,13 @@ def test_any_chunking_gives_the_same_entries(entries, step):
     got += out
     assert got == [tuple(e) for e in entries]
     assert dec.garbled == 0
+
+
+def test_plausible_length_running_past_the_end_hides_no_frames_at_eof():
+    tail = encode_frame("stdout", 2, b"after garbage")
+    buf = encode_frame("stdout", 1, b"before") + b"\x00\x00\x10\x00 junk" + tail
+    dec = FrameDecoder()
+    entries, used = dec.decode(buf)
+    assert [e[2] for e in entries] == [b"before"]  # more bytes may still come: wait
+    rest, _ = dec.decode(buf[used:], final=True)
+    assert [e[2] for e in rest] == [b"after garbage"] and dec.garbled == 1
