@@ -67,7 +67,8 @@ class LogbridgeCollector:
                                    labels=["container_id"])
         jsegs = GaugeMetricFamily("logbridge_journal_segments", "segment files of the container's journal",
                                   labels=["container_id"])
-        backlog = GaugeMetricFamily("logbridge_backlog_bytes", "journal bytes not yet written (json.log) or acknowledged (sinks)",
+        backlog = GaugeMetricFamily("logbridge_backlog_bytes",
+                                    "journal bytes not yet written (json.log) or acknowledged (sinks)",
                                     labels=["container_id", "sink"])
         lag = GaugeMetricFamily("logbridge_sink_lag_seconds", "seconds since the consumer was last caught up",
                                 labels=["container_id", "sink"])
