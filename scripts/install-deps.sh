@@ -8,13 +8,15 @@
 #   busybox-static   the test image is made from /bin/busybox, which must be static
 #   mmdebstrap       builds the plugin's rootfs (plugin/build-rootfs.sh)
 #   python3-venv     the project's venv and the rootfs build's throwaway venv
+#   tzdata           the e2e tests run a dockerd in a non-UTC zone (not in minimal Debian images)
+#   openssl          the forward tests make TLS certificates with the CLI
 #   make, curl, ca-certificates
 #
 # On a systemd host, installing docker.io also starts docker.service; the tests still use their own
 # private daemon beside it.
 set -euo pipefail
 
-PACKAGES=(docker.io busybox-static mmdebstrap python3-venv make curl ca-certificates)
+PACKAGES=(docker.io busybox-static mmdebstrap python3-venv tzdata openssl make curl ca-certificates)
 
 # one dpkg-query for all; it prints nothing for a package it has never heard of
 installed=" $(dpkg-query -W -f='${db:Status-Abbrev}${Package} ' "${PACKAGES[@]}" 2>/dev/null || true) "
