@@ -27,8 +27,12 @@ Environment knobs (all optional):
   BENCH_CONCURRENT=0      1: add the 100-container workload (about 1 min per path and round)
   BENCH_CONC_RUNS=1       its rounds;  BENCH_CONC_CONTAINERS=100  BENCH_CONC_SECONDS=30  BENCH_CONC_RATE=2000
   BENCH_FLUENTD_ACK=0     1: the fluentd driver waits for an ack per line (fluentd-request-ack=true)
+  BENCH_PYSPY=0           1: after the measured rounds, one more run per workload and logbridge path under
+                          py-spy (not in the figures); raw stacks in bench/results/pyspy-*.txt, top in latest.md
   BENCH_TIMEOUT=180       seconds a run may take before it counts its missing lines as lost
   BENCH_OUT=bench/results/latest   output path without extension
+  BENCH_PLUGIN_DIR=       bench this plugin dir (config.json + rootfs/, e.g. from `make plugin`) instead of
+                          building one from this checkout with plugin/build-rootfs.sh
   BENCH_STATE=            dockerd state dir (default: a fresh /tmp/lbb.XXXX, purged at the end)
 """
 
@@ -307,6 +311,72 @@ class PssSampler:
         return self.peak
 
 
+# ------------------------------------------------------------------------------------------------- py-spy
+class PySpy:
+    """`py-spy record` of the plugin process (and its subprocesses) into a raw collapsed-stack file."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.out = out
+        self.proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+                                      "--subprocesses", "--nonblocking", "-o", str(out)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.0)  # attached before the run starts
+
+    def stop(self) -> None:
+        self.proc.send_signal(2)  # SIGINT: py-spy writes the file and exits
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        if not self.out.exists():
+            log(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}")
+
+
+# Leaves where a thread waits (py-spy's --nonblocking mode cannot always tell): the executor's idle workers, the
+# event loop's epoll, lock and condition waits. Samples ending there are left out.
+IDLE_LEAVES = ("_worker (concurrent/futures/thread.py)", "EpollSelector.select (selectors.py)",
+               "Condition.wait (threading.py)", "Event.wait (threading.py)",
+               "Thread._wait_for_tstate_lock (threading.py)", "Queue.get (queue.py)")
+
+
+def top_of_profile(raw: Path, n: int = 15) -> dict:
+    """Self and total samples per function and self samples per line from py-spy's raw (collapsed) stacks,
+    busy samples only (see IDLE_LEAVES)."""
+    self_fn: dict[str, int] = {}
+    total_fn: dict[str, int] = {}
+    self_line: dict[str, int] = {}
+    samples = idle = 0
+    try:
+        text = raw.read_text(errors="replace")
+    except OSError:
+        return {}
+    for row in text.splitlines():
+        stack, _, count = row.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        c = int(count)
+        frames = [f for f in stack.split(";") if not f.startswith("process ") and not f.startswith("thread ")]
+        if not frames:
+            continue
+        fns = [re.sub(r":\d+\)$", ")", f) for f in frames]
+        if fns[-1] in IDLE_LEAVES:
+            idle += c
+            continue
+        samples += c
+        self_line[frames[-1]] = self_line.get(frames[-1], 0) + c
+        self_fn[fns[-1]] = self_fn.get(fns[-1], 0) + c
+        for f in set(fns):
+            total_fn[f] = total_fn.get(f, 0) + c
+
+    def top(d: dict[str, int]) -> list[list]:
+        return [[k, v, round(100 * v / max(samples, 1), 1)] for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]]
+
+    return {"samples": samples, "idle_samples": idle, "self_by_function": top(self_fn),
+            "total_by_function": top(total_fn), "self_by_line": top(self_line), "file": raw.name}
+
+
 # ------------------------------------------------------------------------------------------------- the sitting
 class Bench:
     def __init__(self, dockerd: Dockerd, image: str, plugin: ManagedPlugin | None, receiver: ReceiverProc | None,
@@ -371,7 +441,7 @@ class Bench:
         }
 
     # ---- one run ---------------------------------------------------------------------------------------
-    def run(self, path: str, workload: Workload, round_no: int) -> dict:
+    def run(self, path: str, workload: Workload, round_no: int, pyspy_out: Path | None = None) -> dict:
         spec = PATHS[path]
         with ThreadPoolExecutor(8) as pool:
             cids = list(pool.map(lambda _: self.create(path, workload), range(workload.containers)))
@@ -389,6 +459,7 @@ class Bench:
         for w in waiters:
             w.start()
         time.sleep(0.2)  # the wait requests are registered before the containers start
+        spy = PySpy(self.plugin_pid(), pyspy_out) if pyspy_out else None
         sampler = PssSampler(self.plugin_pid() if spec.plugin else None)
         load = procstat.loadavg()
         recv_base = self.receiver.expect(expected) if (self.receiver and spec.forwards) else 0
@@ -423,6 +494,8 @@ class Bench:
         time.sleep(0.2)  # what the plugin does right after (cursor saves, closing) is part of its cost
         cpu1 = self.cpu()
         pss_peak = sampler.stop()
+        if spy:
+            spy.stop()
         if spec.stores:
             stored = sum(c.count() for c in counters)
         received = self.receiver.records() - recv_base if (self.receiver and spec.forwards) else 0
@@ -589,6 +662,20 @@ def markdown(result: dict) -> str:
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
         lines.append(f"| {t['target']} | {v} | {t['limit']:g} {t['unit']} | {met} |")
     lines.append("")
+    for prof in result.get("profiles", []):
+        if not prof.get("samples"):
+            continue
+        lines += [f"## py-spy: plugin during {prof['workload']} / {prof['path']} (extra run, not in the figures)", "",
+                  f"{prof['samples']} busy samples at 200 Hz over all threads ({prof['idle_samples']} idle ones left "
+                  f"out); plugin "
+                  f"{prof['plugin_cpu_s']} CPU-s, complete after {prof['complete_s']} s; raw stacks: "
+                  f"`bench/results/{prof['file']}`.", "",
+                  "| self % | function | | total % | function |", "|---|---|---|---|---|"]
+        for a, b in zip(prof["self_by_function"], prof["total_by_function"], strict=False):
+            lines.append(f"| {a[2]} | `{a[0]}` | | {b[2]} | `{b[0]}` |")
+        lines += ["", "| self % | line |", "|---|---|"]
+        lines += [f"| {x[2]} | `{x[0]}` |" for x in prof["self_by_line"][:10]]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -602,6 +689,15 @@ def git_describe() -> str:
         return head + ("+uncommitted driver/ changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def protobuf_implementation(rootfs: Path) -> str:
+    """Which protobuf backend the plugin's Python gets (upb, or the pure-Python fallback when the C extension
+    cannot load), asked inside its rootfs."""
+    code = "from google.protobuf.internal import api_implementation as a; print(a.Type())"
+    python = json.loads((REPO / "config.json").read_text())["entrypoint"][0]
+    proc = subprocess.run(["chroot", str(rootfs), python, "-c", code], capture_output=True, text=True)
+    return proc.stdout.strip() or f"unknown ({proc.stderr.strip()[-200:]})"
 
 
 def main() -> int:
@@ -630,6 +726,7 @@ def main() -> int:
                     "loadavg_start": procstat.loadavg(), "max_size": MAX_SIZE,
                     "workloads": {w: all_wl[w].title for w in wanted}, "paths": paths, "notes": []}
     records: list[dict] = []
+    profiles: list[dict] = []
     try:
         log(f"dockerd in {state}")
         dockerd.start()
@@ -637,10 +734,12 @@ def main() -> int:
         result["dockerd_version"] = dockerd.docker("version", "-f", "{{.Server.Version}}").stdout.decode().strip()
         if any(PATHS[p].plugin for p in paths):
             log("plugin rootfs (cached by content) and docker plugin create")
-            plugin_dir = build_plugin_dir(Path(state) / "plugin-dir")
+            plugin_dir = Path(os.environ.get("BENCH_PLUGIN_DIR") or build_plugin_dir(Path(state) / "plugin-dir"))
             plugin = create_managed_plugin(dockerd, plugin_dir, f"lbbench-{secrets.token_hex(3)}",
                                            log_root=Path(state) / "plugin-logs",
                                            state_dir=Path(state) / "plugin-state")
+            result["plugin_protobuf"] = protobuf_implementation(plugin.rootfs)
+            log(f"plugin's protobuf implementation: {result['plugin_protobuf']}")
         if any(PATHS[p].forwards for p in paths):
             receiver = ReceiverProc()
             log(f"receiver on 127.0.0.1:{receiver.port}")
@@ -657,6 +756,16 @@ def main() -> int:
                         f"acked {rec['acked_s']}  plugin {rec['plugin_cpu_s']} CPU-s  dockerd "
                         f"{rec['dockerd_cpu_s']} CPU-s  pss {rec['pss_idle_mb']}/{rec['pss_peak_mb']} MB  "
                         f"lost {rec['lost']}")
+            if os.environ.get("BENCH_PYSPY", "0") == "1":
+                for path in paths:
+                    if PATHS[path].plugin:
+                        raw = out.parent / f"pyspy-{wl_name}-{path.replace('+', '-')}.txt"
+                        rec = bench.run(path, wl, 0, pyspy_out=raw)
+                        prof = top_of_profile(raw)
+                        prof.update(workload=wl_name, path=path, plugin_cpu_s=rec["plugin_cpu_s"],
+                                    complete_s=rec["complete_s"])
+                        profiles.append(prof)
+                        log(f"{wl_name} py-spy {path}: {prof.get('samples')} samples in {raw}")
     finally:
         result["loadavg_end"] = procstat.loadavg()
         if receiver:
@@ -671,6 +780,9 @@ def main() -> int:
                 dockerd.stop()
     if not records:
         return 1
+    if result.get("plugin_protobuf") == "python":
+        result["notes"].append("the plugin's protobuf runs its pure-Python fallback (its C extension did not load "
+                               "in the plugin rootfs): frame decoding is several times slower than with upb")
     if receiver and receiver.protocol_errors():
         result["notes"].append(f"receiver protocol errors: {receiver.protocol_errors()}")
     if any(r["path"] == "logbridge" and r["dual_logging_cache"] for r in records):
@@ -681,6 +793,7 @@ def main() -> int:
     result["summary"] = summarise(records)
     result["targets"] = targets(result["summary"])
     result["records"] = records
+    result["profiles"] = profiles
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     md = markdown(result)
