@@ -138,15 +138,19 @@ class Registry:
                 continue
             try:
                 info = LogInfo.from_json(self._load_info(cid))
-                if not self._has_backlog(cid):
+                opts = parse_options(self.profiles.apply(info.config))
+                consumers = ["jsonlog"] + (["forward"] if opts["fluentd-address"] else [])
+                if not self._has_backlog(cid, consumers):
                     continue
-                pipeline = self._new_pipeline(info, parse_options(self.profiles.apply(info.config)))
+                pipeline = self._new_pipeline(info, opts)
                 pipeline.seal()
                 log.info("finishing journal left by a stopped container", extra={"container": cid[:12]})
             except Exception as exc:  # noqa: BLE001
                 log.error("could not resume container state", extra={"container": cid[:12], "error": str(exc)})
 
-    def _has_backlog(self, cid: str) -> bool:
+    def _has_backlog(self, cid: str, consumers: list[str]) -> bool:
+        """True if any consumer's saved cursor is behind the journal's end (a sink still waiting for its
+        aggregator, not only json.log)."""
         base = os.path.join(self.settings.state_dir, "containers", cid)
         journal_dir = os.path.join(base, "journal")
         try:
@@ -157,12 +161,15 @@ class Registry:
             return False
         last = segments[-1]
         end = int(last.split(".")[0]) + os.path.getsize(os.path.join(journal_dir, last))
-        try:
-            with open(os.path.join(base, "cursors", "jsonlog.json"), encoding="utf-8") as f:
-                pos = int(json.load(f).get("pos", 0))
-        except (FileNotFoundError, ValueError):
-            pos = 0
-        return pos < end
+        for name in consumers:
+            try:
+                with open(os.path.join(base, "cursors", f"{name}.json"), encoding="utf-8") as f:
+                    pos = int(json.load(f).get("pos", 0))
+            except (FileNotFoundError, ValueError):
+                pos = 0
+            if pos < end:
+                return True
+        return False
 
     async def shutdown(self) -> None:
         """SIGTERM: catch up, persist cursors, keep the FIFO table (live FIFOs never reach EOF).
