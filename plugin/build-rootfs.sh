@@ -9,10 +9,11 @@
 #
 # Two layers, each cached as an uncompressed tar under $LOGBRIDGE_ROOTFS_CACHE:
 #   base-<key>.tar    mmdebstrap --variant=extract (python3 and its dependency closure, dash);
-#                     key: this script, suite, apt sources, package list.
+#                     key: its recipe (the shell functions that build it), suite, apt sources,
+#                     package list.
 #   rootfs-<key>.tar  base + venv + pip install of the wheel built from this checkout;
-#                     key: base key + the project's source files (not the wheel: wheels are not
-#                     byte-reproducible).  PyPI dependencies are resolved when this layer is built
+#                     key: base key + its recipe + the project's source files (not the wheel: wheels
+#                     are not byte-reproducible) + the host CA bundle.  PyPI dependencies are resolved when this layer is built
 #                     and stay as they were until the sources change.
 # A warm build only unpacks the cached tar.  Concurrent builds serialise on a lock in the cache.
 #
@@ -111,12 +112,11 @@ build_base() {  # build_base DIR
   local root="$1" sources
   mapfile -t sources < <(apt_sources)
   log "base: mmdebstrap $SUITE ($PACKAGES) from ${sources[*]}"
-  # </dev/null: without a tty on stdin mmdebstrap would read extra sources from it
   mmdebstrap --quiet --variant=extract --include="$PACKAGES" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
-    --aptopt='Acquire::Languages "none"' "$SUITE" "$root" "${sources[@]}" </dev/null >&2
+    --aptopt='Acquire::Languages "none"' "$SUITE" "$root" "${sources[@]}" >&2
   # --variant=extract runs no maintainer scripts: add what they would have made
   mkdir -p "$root"/{tmp,var/tmp,root,run,etc/ssl/certs}
   chmod 1777 "$root/tmp" "$root/var/tmp"
