@@ -94,3 +94,10 @@ def test_extra_attributes_env_wins_over_labels():
 def test_readme_table_lists_every_option():
     table = markdown_table()
     assert all(f"`{o.name}`" in table for o in OPTIONS)
+
+
+def test_readme_shows_the_generated_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert markdown_table() in readme, "README's options table is stale: paste `python -m driver.options`"
