@@ -1,0 +1,196 @@
+"""`docker logs` and json.log through a container's and the plugin's lifecycle on a real dockerd: stopped
+containers, `docker restart`, the empty Start/Stop pair of `docker logs` on a stopped container, a plugin
+restart while a container writes, dockerd live-restore, and a plugin upgrade with running containers.
+
+Numbered lines make loss and duplication countable: every number must appear exactly once, in order, in
+json.log and in `docker logs`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    Dockerd,
+    create_managed_plugin,
+    import_busybox,
+    read_entries,
+    wait_for,
+)
+from tests.support.procs import stop_pid
+
+pytestmark = pytest.mark.e2e
+
+
+def numbered(n: int, pause: str = "0.01") -> tuple[str, ...]:
+    """A container command printing 1..n, one line every `pause` seconds (plus a fork of sleep)."""
+    return ("sh", "-c", f"i=0; while [ $i -lt {n} ]; do i=$((i+1)); echo $i; sleep {pause}; done")
+
+
+def run_detached(daemon: Dockerd, driver: str, *cmd: str) -> str:
+    return (
+        daemon.docker("run", "-d", "--network", "none", "--log-driver", driver, "bb:latest", *cmd)
+        .stdout.decode()
+        .strip()
+    )
+
+
+def logs(daemon: Dockerd, cid: str, *opts: str) -> tuple[bytes, bytes]:
+    proc = daemon.docker("logs", *opts, cid)
+    return proc.stdout, proc.stderr
+
+
+def wait_exit(daemon: Dockerd, cid: str, timeout: float = 120) -> None:
+    rc = daemon.docker("wait", cid, timeout=timeout).stdout.decode().strip()
+    assert rc == "0", f"container {cid[:12]} exited with {rc}"
+
+
+def stdout_lines(path: Path) -> list[str]:
+    return [e["log"] for e in read_entries(path) if e["stream"] == "stdout"]
+
+
+def count(numbers: list[int], n: int) -> dict[str, int]:
+    """The figures a loss test reports: lines found, missing, duplicated, out of order."""
+    seen = set(numbers)
+    return {
+        "written": n,
+        "found": len(numbers),
+        "missing": len(set(range(1, n + 1)) - seen),
+        "duplicated": len(numbers) - len(seen),
+        "out_of_order": sum(1 for a, b in zip(numbers, numbers[1:], strict=False) if b < a),
+    }
+
+
+def assert_all_once(path: Path, daemon: Dockerd, cid: str, n: int, what: str) -> dict[str, int]:
+    """Every number 1..n exactly once and in order, in json.log and in `docker logs`."""
+    entries = wait_for(f"{n} lines in {path}", lambda: (e := read_entries(path)) and len(e) >= n and e, 30)
+    in_file = [int(e["log"]) for e in entries]
+    in_logs = [int(x) for x in logs(daemon, cid)[0].split()]
+    figures = count(in_file, n)
+    print(f"\n{what}: json.log {figures}; docker logs {count(in_logs, n)}")
+    assert in_file == list(range(1, n + 1)), f"{what}: json.log {figures}"
+    assert in_logs == in_file, f"{what}: docker logs {count(in_logs, n)}"
+    return figures
+
+
+@pytest.fixture(params=["legacy", "managed"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def plugin(kind, legacy_plugin, managed_plugin):
+    return legacy_plugin() if kind == "legacy" else managed_plugin()
+
+
+def restart_plugin(kind: str, plugin) -> float:
+    """Legacy: SIGTERM and start again. Managed: `docker plugin disable -f`, `enable`. Returns the gap (s)."""
+    t0 = time.monotonic()
+    if kind == "legacy":
+        plugin.restart()
+    else:
+        plugin.disable(force=True)
+        plugin.enable()
+        plugin.wait_running()
+    return time.monotonic() - t0
+
+
+# ---- stop, docker restart, Start/Stop pairs, plugin restart -------------------------------------------------------
+def test_docker_logs_after_stop_restart_and_plugin_restart(dockerd, bb_image, kind, plugin):
+    # a stopped container; `docker logs` twice: each is an empty StartLogging/StopLogging pair
+    cid = dockerd.run(bb_image, "sh", "-c", "seq 1 3; echo err >&2", log_driver=plugin.driver).container_id
+    path = plugin.json_log(cid)
+    wait_for("3 + 1 lines in json.log", lambda: len(read_entries(path)) == 4, 15)
+    inode = path.stat().st_ino
+    for _ in range(2):
+        assert logs(dockerd, cid) == (b"1\n2\n3\n", b"err\n")
+    assert logs(dockerd, cid, "-f") == (b"1\n2\n3\n", b"err\n")  # no follow on a stopped container: it ends
+    assert len(read_entries(path)) == 4 and path.stat().st_ino == inode
+
+    # started again: a new FIFO, the same files, appended
+    dockerd.docker("start", "-a", cid)
+    wait_for("8 lines in json.log", lambda: len(read_entries(path)) == 8, 15)
+    assert logs(dockerd, cid) == (b"1\n2\n3\n" * 2, b"err\n" * 2)
+    assert path.stat().st_ino == inode and sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+    # `docker restart` of a running container: StopLogging, then StartLogging with a new FIFO
+    rid = run_detached(dockerd, plugin.driver, "sh", "-c", "seq 1 3; exec sleep 60")
+    rpath = plugin.json_log(rid)
+    wait_for("3 lines", lambda: len(read_entries(rpath)) == 3, 15)
+    dockerd.docker("restart", "-t", "0", rid)
+    wait_for("6 lines", lambda: len(read_entries(rpath)) == 6, 15)
+    assert logs(dockerd, rid) == (b"1\n2\n3\n" * 2, b"")
+
+    # the plugin restarted: the stopped container's logs are still served, the running one's too
+    gap = restart_plugin(kind, plugin)
+    assert logs(dockerd, cid) == (b"1\n2\n3\n" * 2, b"err\n" * 2)
+    assert logs(dockerd, rid) == (b"1\n2\n3\n" * 2, b"")
+    dockerd.docker("rm", "-f", rid)
+    print(f"\n{kind}: plugin restart took {gap:.2f} s")
+
+
+def test_plugin_restart_while_a_container_writes_loses_nothing(dockerd, bb_image, kind, plugin):
+    n = 600
+    cid = run_detached(dockerd, plugin.driver, *numbered(n))
+    path = plugin.json_log(cid)
+    wait_for("100 lines before the restart", lambda: len(read_entries(path)) >= 100, 20)
+    gap = restart_plugin(kind, plugin)
+    print(f"\n{kind}: plugin restart gap {gap:.2f} s")
+    wait_exit(dockerd, cid)
+    assert_all_once(path, dockerd, cid, n, f"{kind} plugin restart")
+
+
+# ---- dockerd live-restore ----------------------------------------------------------------------------------------
+@pytest.fixture
+def live_dockerd(dockerd) -> Iterator[Dockerd]:
+    """A second private dockerd with "live-restore": true (the session's daemon is not restarted)."""
+    daemon = Dockerd(config={"live-restore": True})
+    try:
+        daemon.start()
+        import_busybox(daemon)
+        yield daemon
+    finally:
+        try:
+            daemon.remove_containers()
+            for name in daemon.docker("plugin", "ls", "-q", check=False).stdout.decode().split():
+                daemon.docker("plugin", "rm", "-f", name, check=False)
+        finally:
+            daemon.stop(purge=True)
+
+
+def restart_keeping_containers(daemon: Dockerd) -> float:
+    """SIGTERM dockerd and start it again, without the support class's cleanup of leftover shims (with
+    live-restore those shims ARE the running containers). Returns the seconds dockerd was away."""
+    t0 = time.monotonic()
+    pid = daemon.pid()
+    assert pid, "dockerd is not running"
+    stop_pid(pid, 40)
+    daemon.start()
+    return time.monotonic() - t0
+
+
+def test_live_restore_keeps_every_line(live_dockerd, plugin_dir, legacy_plugin, tmp_path_factory):
+    """dockerd restarts with live-restore while containers write: the old FIFO ends without StopLogging, a new
+    StartLogging arrives for the same container; json.log holds the lines of both FIFOs in order."""
+    legacy = legacy_plugin()
+    base = tmp_path_factory.mktemp("live")
+    managed = create_managed_plugin(
+        live_dockerd, plugin_dir, f"lbm-live-{os.getpid()}", log_root=base / "logs", state_dir=base / "state"
+    )
+    n = 800
+    runs = [(p, run_detached(live_dockerd, p.driver, *numbered(n))) for p in (legacy, managed)]
+    for p, cid in runs:
+        path = p.json_log(cid)
+        wait_for("100 lines before the restart", lambda path=path: len(read_entries(path)) >= 100, 20)
+    away = restart_keeping_containers(live_dockerd)
+    running = live_dockerd.docker("ps", "-q", "--no-trunc").stdout.decode().split()
+    assert {cid for _, cid in runs} <= set(running), "live-restore did not keep the containers running"
+    print(f"\ndockerd away for {away:.2f} s")
+    for p, cid in runs:
+        wait_exit(live_dockerd, cid)
+        assert_all_once(p.json_log(cid), live_dockerd, cid, n, f"live-restore {p.name}")
