@@ -61,7 +61,7 @@ def forward_cursor(plugin, cid: str) -> dict:
 
 
 def report(what: str, sent: int, receiver: ReceiverProcess, plugin, cid: str) -> dict:
-    seen = numbers(receiver.logs())
+    seen = numbers([r["record"]["log"] for r in receiver.records() if r["record"]["container_id"] == cid])
     counts = {
         "sent": sent,
         "received": sum(seen[i] for i in range(1, sent + 1)),
@@ -325,13 +325,21 @@ def test_sigterm_while_aggregator_down_resumes_after_restart(legacy_plugin, dock
     print(f"\n[SIGTERM, aggregator down] plugin exited in {time.monotonic() - started:.1f}s")
     rcv = receiver(port=port)
     plugin.start()
-    rcv.wait_numbers(n, timeout=60)
-    both = wait_for("both containers' lines", lambda: len(rcv.records()) >= 3 * n and rcv.records(), 60)
-    by_cid: dict[str, list[str]] = {}
-    for r in both:
-        by_cid.setdefault(r["record"]["container_id"], []).append(r["record"]["log"])
-    assert numbers(by_cid.get(stopped.container_id, [])) == numbers([str(i) for i in range(1, n + 1)])
-    running_seen = numbers(by_cid.get(running, []))
+
+    def by_cid() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {stopped.container_id: [], running: []}
+        for r in rcv.records():
+            out.setdefault(r["record"]["container_id"], []).append(r["record"]["log"])
+        return out
+
+    try:
+        wait_for("both containers' lines", lambda: len(rcv.records()) >= 3 * n, 60)
+    finally:
+        print(f"[SIGTERM, aggregator down] records per container: "
+              f"stopped {len(by_cid()[stopped.container_id])} of {n}, running {len(by_cid()[running])} of {2 * n}")
+    by_cid = by_cid()
+    assert numbers(by_cid[stopped.container_id]) == numbers([str(i) for i in range(1, n + 1)])
+    running_seen = numbers(by_cid[running])
     assert all(running_seen[i] for i in range(1, 2 * n + 1)), "lines of the running container are missing"
     report("SIGTERM+restart, stopped container", n, rcv, plugin, stopped.container_id)
     dockerd.docker("rm", "-f", running)
