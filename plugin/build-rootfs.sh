@@ -238,6 +238,7 @@ else
   prune 'rootfs-*.tar' 3
 fi
 touch "$TAR"   # newest use first for prune
+exec 9>&-      # unlock: the tar is complete and never rewritten (a prune unlinks it, which tar survives)
 
 mkdir -p "$OUT"
 rm -rf "$OUT/rootfs"
