@@ -8,6 +8,7 @@ json.log and in `docker logs`.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -163,6 +164,15 @@ def live_dockerd(dockerd) -> Iterator[Dockerd]:
             daemon.stop(purge=True)
 
 
+def fifos_of(state_dir: Path, cid: str) -> set[str]:
+    """The FIFOs the plugin's persisted table says it reads for a container."""
+    try:
+        table = json.loads((state_dir / "fifos.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return set()
+    return {fifo for fifo, owner in table.items() if owner == cid}
+
+
 def restart_keeping_containers(daemon: Dockerd) -> float:
     """SIGTERM dockerd and start it again, without the support class's cleanup of leftover shims (with
     live-restore those shims ARE the running containers). Returns the seconds dockerd was away."""
@@ -187,7 +197,15 @@ def test_live_restore_keeps_every_line(live_dockerd, plugin_dir, legacy_plugin, 
     for p, cid in runs:
         path = p.json_log(cid)
         wait_for("100 lines before the restart", lambda path=path: len(read_entries(path)) >= 100, 20)
+    before = {p.name: fifos_of(p.state_dir, cid) for p, cid in runs}
+    assert all(len(f) == 1 for f in before.values()), before
     away = restart_keeping_containers(live_dockerd)
+    for p, cid in runs:  # the restored dockerd gave each container a new FIFO (and the old one its EOF)
+        wait_for(
+            f"a new FIFO for {cid[:12]}",
+            lambda p=p, cid=cid: fifos_of(p.state_dir, cid) and fifos_of(p.state_dir, cid) != before[p.name],
+            20,
+        )
     running = live_dockerd.docker("ps", "-q", "--no-trunc").stdout.decode().split()
     assert {cid for _, cid in runs} <= set(running), "live-restore did not keep the containers running"
     print(f"\ndockerd away for {away:.2f} s")
