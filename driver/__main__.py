@@ -44,11 +44,13 @@ async def serve(settings: Settings) -> None:
         },
     )
 
+    sweeper = loop.create_task(registry.sweep_forever(settings.retention_interval))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: flushing and saving cursors")
+    sweeper.cancel()
     await runner.cleanup()
     if metrics_runner is not None:
         await metrics_runner.cleanup()

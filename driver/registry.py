@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +20,7 @@ from driver.info import LogInfo, render_tag
 from driver.options import OptionError, parse_options
 from driver.pipeline import Pipeline
 from driver.profiles import Profiles
+from driver.retention import Retention, RetentionPolicy
 from driver.settings import Settings
 from driver.stats import ContainerStats
 
@@ -39,6 +41,10 @@ class Registry:
         self._totals_path = os.path.join(settings.state_dir, "totals.json")
         self._load_totals()
         self.profiles = Profiles(settings.profiles)
+        self.state_lock = threading.Lock()  # retention removes a container's files only while holding it
+        self.retention = Retention(settings.log_root, settings.state_dir,
+                                   RetentionPolicy(settings.retention_seconds, settings.max_bytes),
+                                   self.state_lock, lambda cid: cid in self.pipelines)
         self._table = os.path.join(settings.state_dir, "fifos.json")
         os.makedirs(os.path.join(settings.state_dir, "containers"), mode=0o700, exist_ok=True)
         os.chmod(settings.state_dir, 0o700)
@@ -59,13 +65,15 @@ class Registry:
             log.warning("mode=non-blocking: dockerd drops lines silently before they reach logbridge; logbridge "
                         "never blocks a container, so the default blocking mode loses nothing",
                         extra={"container": info.container_id[:12]})
-        self._save_info(info_json, info.container_id)
-        pipeline = self.pipelines.get(info.container_id)
-        if pipeline is not None and pipeline.closing:
-            await pipeline.closed.wait()  # it finished its last FIFO just now: start afresh from its files
+        with self.state_lock:
+            self._save_info(info_json, info.container_id)
             pipeline = self.pipelines.get(info.container_id)
-        if pipeline is None:
-            pipeline = self._new_pipeline(info, opts)
+            if pipeline is None:
+                pipeline = self._new_pipeline(info, opts)
+        if pipeline.closing:
+            await pipeline.closed.wait()  # it finished its last FIFO just now: start afresh from its files
+            with self.state_lock:
+                pipeline = self.pipelines.get(info.container_id) or self._new_pipeline(info, opts)
         pipeline.attach(fifo)
         self.fifos[fifo] = info.container_id
         self._save_table()
@@ -170,6 +178,17 @@ class Registry:
             if pos < end:
                 return True
         return False
+
+    async def sweep_forever(self, interval: float) -> None:
+        """Apply the retention rules every ``interval`` seconds (in a worker thread: it stats many files)."""
+        if not (self.retention.policy.retention_seconds or self.retention.policy.max_bytes):
+            return
+        while True:
+            try:
+                await self._loop.run_in_executor(self._executor, self.retention.sweep)
+            except Exception:  # noqa: BLE001 - a failed sweep must not end the next ones
+                log.exception("retention sweep failed")
+            await asyncio.sleep(interval)
 
     async def shutdown(self) -> None:
         """SIGTERM: catch up, persist cursors, keep the FIFO table (live FIFOs never reach EOF).

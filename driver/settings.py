@@ -14,6 +14,9 @@ class Settings:
     log_level: str = "info"
     metrics_addr: str = ""  # host:port for /metrics and /healthz; off when empty
     profiles: str = "/etc/logbridge/profiles.json"
+    retention_seconds: float = 0.0  # stopped containers' logs older than this go; 0 keeps them
+    max_bytes: int = 0  # cap on the whole log root; 0: none
+    retention_interval: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -26,4 +29,7 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or d.log_level).lower(),
             metrics_addr=env.get("METRICS_ADDR") or d.metrics_addr,
             profiles=env.get("LOGBRIDGE_PROFILES") or d.profiles,
+            retention_seconds=float(env.get("RETENTION_SECONDS") or d.retention_seconds),
+            max_bytes=int(float(env.get("MAX_BYTES") or d.max_bytes)),
+            retention_interval=float(env.get("RETENTION_INTERVAL") or d.retention_interval),
         )
