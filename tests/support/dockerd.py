@@ -94,14 +94,8 @@ class Dockerd(DockerCLI):
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for docker CLI calls against this daemon."""
-        return dict(
-            os.environ,
-            DOCKER_HOST=self.host,
-            DOCKER_CONFIG=str(self.state / "cli"),
-            DOCKER_BUILDKIT="0",
-            PATH=os.environ.get("PATH", "") + ":" + SBIN_PATH,
-        )
+        """Environment for docker CLI calls against this daemon (own CLI config dir too)."""
+        return dict(super().env, DOCKER_CONFIG=str(self.state / "cli"))
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def pid(self) -> int | None:
@@ -122,36 +116,34 @@ class Dockerd(DockerCLI):
         return status == 200
 
     def args(self) -> list[str]:
-        return [
-            find_binary("dockerd"),
-            "-H",
-            self.host,
-            "--data-root",
-            str(self.data_root),
-            "--exec-root",
-            str(self.exec_root),
-            "--pidfile",
-            str(self.pidfile),
-            "--config-file",
-            str(self.state / "daemon.json"),
+        options = {
+            "-H": self.host,
+            "--data-root": str(self.data_root),
+            "--exec-root": str(self.exec_root),
+            "--pidfile": str(self.pidfile),  # the default /var/run/docker.pid is shared
+            "--config-file": str(self.state / "daemon.json"),  # not /etc/docker/daemon.json
             # dockerd 20.10 reuses a system containerd if /run/containerd/containerd.sock exists:
             # own namespaces keep two daemons from seeing each other's tasks
-            "--containerd-namespace",
-            self.namespace,
-            "--containerd-plugins-namespace",
-            self.namespace + "-plugins",
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-forward=false",
-            "--ip-masq=false",
-            *self.extra_args,
-        ]
+            "--containerd-namespace": self.namespace,
+            "--containerd-plugins-namespace": self.namespace + "-plugins",
+        }
+        args = [find_binary("dockerd")]
+        for name, value in options.items():
+            args += [name, value]
+        # no docker0, no iptables rules: nothing to clash with another daemon (use --network none/host)
+        return [*args, "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false", *self.extra_args]
 
     def start(self, timeout: float = 60) -> Dockerd:
         """Start the daemon (idempotent) and wait until it answers /_ping."""
         pid = self.pid()
         if pid:  # already running (maybe started by another process): just wait for it
-            wait_for("dockerd to answer /_ping", lambda: self.is_up() or not alive(pid) and self._died(), timeout)
+
+            def up() -> bool:
+                if not alive(pid):
+                    raise SupportError(f"dockerd {pid} died:\n{self.log_tail()}")
+                return self.is_up()
+
+            wait_for("dockerd to answer /_ping", up, timeout)
             return self
         self.state.mkdir(parents=True, exist_ok=True)
         self.data_root.mkdir(exist_ok=True)
@@ -168,7 +160,7 @@ class Dockerd(DockerCLI):
 
         def ready() -> bool:
             if self._proc.poll() is not None:
-                raise SupportError(f"dockerd exited with {self._proc.returncode}:\n{self.log_tail(offset)}")
+                raise SupportError(f"dockerd exited with {self._proc.returncode}")
             return self.is_up()
 
         try:
@@ -200,9 +192,6 @@ class Dockerd(DockerCLI):
             if left:
                 raise SupportError(f"not purging {self.state}: still mounted: {left}")
             shutil.rmtree(self.state, ignore_errors=True)
-
-    def _died(self) -> bool:
-        raise SupportError(f"dockerd died:\n{self.log_tail()}")
 
     def restart(self, timeout: float = 60) -> Dockerd:
         self.stop()
