@@ -136,6 +136,9 @@ def create_managed_plugin(
     timeout, as `make install` does). Raises SupportError with the plugin's log lines if it won't enable."""
     log_root.mkdir(parents=True, exist_ok=True)  # dockerd does not create bind sources
     state_dir.mkdir(parents=True, exist_ok=True)
+    for mount in json.loads((plugin_dir / "config.json").read_text()).get("mounts", []):
+        if mount.get("type") == "bind" and mount["name"] not in (LOG_ROOT_MOUNT, STATE_DIR_MOUNT):
+            Path(mount["source"]).mkdir(parents=True, exist_ok=True)  # e.g. /etc/logbridge (profiles, certs)
     if dockerd.docker("plugin", "inspect", name, check=False).returncode == 0:
         dockerd.docker("plugin", "rm", "-f", name)
     # dockerd refuses a second plugin whose rootfs layer is byte-identical to an installed one
