@@ -1,0 +1,218 @@
+"""The forward sink in a real logbridge process fed like dockerd feeds it (tests/plugin_harness.py), with
+`python -m driver.receiver` (or a raw capturing server) as the aggregator: the FIFO's queued bytes while the
+aggregator is hung, resends after a receiver or plugin kill (bounded by one batch), SIGTERM while the aggregator
+is down, gzip on the wire. Fast: no dockerd."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+import termios
+import threading
+import time
+
+import pytest
+
+from driver.forward import codec
+from driver.frames import encode_entry
+from driver.sinks.forward import BATCH_BYTES
+from tests.plugin_harness import FakeLogger, PluginProcess, wait_for
+from tests.support.receiver import ReceiverProcess, free_port, numbers
+
+F_GETPIPE_SZ = 1032
+FAST = {"fluentd-retry-wait": "100ms"}
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    p = PluginProcess(tmp_path).start()
+    yield p
+    if p.proc and p.proc.poll() is None:
+        p.kill()
+
+
+@pytest.fixture
+def receivers(tmp_path):
+    made: list[ReceiverProcess] = []
+
+    def make(*args: str, port: int = 0, start: bool = True) -> ReceiverProcess:
+        r = ReceiverProcess(tmp_path / f"receiver{len(made)}", *args, port=port)
+        made.append(r)
+        return r.start() if start else r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+def queued(fd: int) -> int:
+    """Bytes waiting in the pipe behind `fd` (FIONREAD reads the count, it takes nothing out)."""
+    buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return struct.unpack("i", buf)[0]
+
+
+def write_numbers(logger: FakeLogger, first: int, last: int, chunk: int = 500) -> None:
+    """Lines first..last, several frames per write() as dockerd's copier does under load."""
+    for start in range(first, last + 1, chunk):
+        logger.write(b"".join(encode_entry(("stdout", time.time_ns(), b"%d" % i, False, False, "", 0))
+                              for i in range(start, min(start + chunk, last + 1))))
+
+
+def bound(n: int) -> int:
+    """Records in one batch (BATCH_BYTES of journal) of frames like line `n`: the sink's duplicate bound."""
+    return BATCH_BYTES // len(encode_entry(("stdout", time.time_ns(), b"%d" % n, False, False, "", 0))) + 1
+
+
+def counts(rcv: ReceiverProcess, n: int) -> dict:
+    seen = numbers(rcv.logs())
+    return {"sent": n, "received": sum(seen.values()), "unique": sum(1 for i in range(1, n + 1) if seen[i]),
+            "duplicated": sum(c - 1 for c in seen.values() if c > 1)}
+
+
+def test_hung_receiver_the_fifo_never_fills(plugin, receivers):
+    rcv = receivers()
+    logger = FakeLogger(plugin, config={"fluentd-address": rcv.address, **FAST})
+    logger.start()
+    capacity = fcntl.fcntl(logger.fd, F_GETPIPE_SZ)
+    n = 200_000  # ~6 MB of frames: ~100 times the pipe's capacity
+    rcv.pause()
+    samples: list[int] = []
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (write_numbers(logger, 1, n), done.set()), daemon=True)
+    try:
+        started = time.monotonic()
+        writer.start()
+        while not done.is_set() and time.monotonic() - started < 10:
+            samples.append(queued(logger.fd))
+            time.sleep(0.002)
+        wrote_in = time.monotonic() - started
+        assert done.is_set(), f"writing {n} lines did not finish in 10 s while the receiver was stopped"
+        assert len(rcv.records()) == 0
+    finally:
+        rcv.resume()
+    logger.stop()
+    print(f"\n[hung receiver] {n} lines written in {wrote_in:.2f}s; FIFO queued max {max(samples)} of "
+          f"{capacity} bytes over {len(samples)} samples")
+    assert max(samples) < capacity
+    rcv.wait_numbers(n, timeout=60)
+    c = counts(rcv, n)
+    print(f"[hung receiver] {c}")
+    assert c["unique"] == n and c["duplicated"] <= bound(n)
+
+
+def test_receiver_killed_mid_batch_resends_at_most_one_batch(plugin, receivers):
+    rcv = receivers("--ack-delay", "0.3")
+    logger = FakeLogger(plugin, config={"fluentd-address": rcv.address, **FAST})
+    logger.start()
+    n = 150_000
+    write_numbers(logger, 1, n)
+    logger.stop()
+    assert wait_for(lambda: len(rcv.records()) > 0, timeout=20)
+    rcv.kill()
+    before = len(rcv.records())
+    rcv.args = []
+    rcv.start()
+    rcv.wait_numbers(n, timeout=60)
+    c = counts(rcv, n)
+    print(f"\n[receiver SIGKILL] records before the kill {before}; {c}; bound {bound(n)}")
+    assert before < n
+    assert c["unique"] == n and c["duplicated"] <= bound(n)
+
+
+def test_plugin_killed_while_forwarding_resends_at_most_one_batch(plugin, receivers):
+    rcv = receivers("--ack-delay", "0.2")
+    logger = FakeLogger(plugin, config={"fluentd-address": rcv.address, **FAST})
+    logger.start()
+    n = 150_000
+    write_numbers(logger, 1, n)
+    assert wait_for(lambda: len(rcv.records()) > 0, timeout=20)
+    plugin.kill()  # a crash: the journal and the saved cursor are all that is left
+    before = len(rcv.records())
+    plugin.start()
+    logger.stop()
+    rcv.wait_numbers(n, timeout=60)
+    c = counts(rcv, n)
+    print(f"\n[plugin SIGKILL] records before the kill {before}; {c}; bound {bound(n)}")
+    assert before < n
+    assert c["unique"] == n and c["duplicated"] <= bound(n)
+
+
+def test_sigterm_with_aggregator_down_then_stopped_container_is_forwarded(plugin, receivers):
+    port = free_port()
+    stopped = FakeLogger(plugin, config={"fluentd-address": f"tcp://127.0.0.1:{port}", **FAST})
+    stopped.start()
+    running = FakeLogger(plugin, config={"fluentd-address": f"tcp://127.0.0.1:{port}", **FAST})
+    running.start()
+    n = 5000
+    write_numbers(stopped, 1, n)
+    stopped.stop()  # the container ended: EOF, json.log completes, forwarding still owes everything
+    write_numbers(running, 1, n)
+    assert wait_for(lambda: plugin.log_file(stopped.container_id).exists(), timeout=10)
+    t0 = time.monotonic()
+    assert plugin.terminate(timeout=15) == 0
+    took = time.monotonic() - t0
+    write_numbers(running, n + 1, 2 * n)  # dockerd keeps writing while the plugin is away
+    rcv = receivers(port=port)
+    plugin.start()
+    running.stop()
+
+    def per_container() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {stopped.container_id: [], running.container_id: []}
+        for r in rcv.records():
+            out[r["record"]["container_id"]].append(r["record"]["log"])
+        return out
+
+    assert wait_for(lambda: len(rcv.records()) >= 3 * n, timeout=60), per_container().keys()
+    got = per_container()
+    print(f"\n[SIGTERM, aggregator down] plugin exited in {took:.1f}s; stopped container "
+          f"{len(got[stopped.container_id])}/{n}, running {len(got[running.container_id])}/{2 * n}")
+    assert numbers(got[stopped.container_id]) == {i: 1 for i in range(1, n + 1)}
+    assert all(numbers(got[running.container_id])[i] for i in range(1, 2 * n + 1))
+
+
+class CapturingServer:
+    """A bare forward server on a thread: records the request types it decoded and acks every chunk."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.kinds: list[str] = []
+        self.records: list[dict] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            protocol = codec.ServerProtocol(strict=True)
+            with conn:
+                while data := conn.recv(65536):
+                    for event in protocol.receive_data(data):
+                        self.kinds.append(type(event).__name__)
+                        self.records += [record for _, record in event.entries]
+                        if event.chunk is not None:
+                            conn.sendall(protocol.ack(event.chunk))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("compress", ["true", "false"])
+def test_forward_compress_sends_gzip_packed_forward(plugin, compress):
+    server = CapturingServer()
+    try:
+        logger = FakeLogger(plugin, config={"fluentd-address": f"tcp://127.0.0.1:{server.port}",
+                                            "forward-compress": compress})
+        logger.start()
+        write_numbers(logger, 1, 3000)
+        logger.stop()
+        assert wait_for(lambda: len(server.records) >= 3000, timeout=20)
+        assert [r["log"] for r in server.records] == [str(i) for i in range(1, 3001)]
+        want = "CompressedPackedForward" if compress == "true" else "PackedForward"
+        assert set(server.kinds) == {want}
+    finally:
+        server.close()
