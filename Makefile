@@ -95,3 +95,15 @@ bench: deps venv ## issue 5's benchmark on a private dockerd (root): json-file, 
 microbench: venv ## the plugin's data path without dockerd, µs/line per stage; PROFILE=cprofile|pyinstrument MICROBENCH_ARGS="--workload short,100b,40kb"
 	$(if $(filter pyinstrument,$(PROFILE)),$(PIP) install -q --disable-pip-version-check pyinstrument)
 	$(PY) -m bench.microbench $(if $(PROFILE),--profile $(PROFILE)) $(MICROBENCH_ARGS)
+
+# ---- registry: push the built plugin, upgrade an installed one with running containers ----------------------------
+PLUGIN_REF ?=
+.PHONY: push upgrade
+
+push: ## push build/plugin to a registry as PLUGIN_REF (e.g. PLUGIN_REF=localhost:5000/logbridge:1.1)
+	@test -n "$(PLUGIN_REF)" || { echo "make push: set PLUGIN_REF=registry:port/name:tag" >&2; exit 2; }
+	DOCKER=$(DOCKER) bash scripts/push.sh $(PLUGIN_DIR) $(PLUGIN_REF)
+
+upgrade: ## upgrade the installed PLUGIN_NAME to PLUGIN_REF: disable -f, upgrade, check the architecture, enable --timeout 0
+	@test -n "$(PLUGIN_REF)" || { echo "make upgrade: set PLUGIN_REF=registry:port/name:tag" >&2; exit 2; }
+	DOCKER=$(DOCKER) bash scripts/upgrade.sh $(PLUGIN_NAME) $(PLUGIN_REF)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,8 @@ from tests.support import (
     read_entries,
     wait_for,
 )
-from tests.support.procs import stop_pid
+from tests.support.procs import REPO, stop_pid
+from tests.support.registry import LocalRegistry
 
 pytestmark = pytest.mark.e2e
 
@@ -212,3 +215,59 @@ def test_live_restore_keeps_every_line(live_dockerd, plugin_dir, legacy_plugin, 
     for p, cid in runs:
         wait_exit(live_dockerd, cid)
         assert_all_once(p.json_log(cid), live_dockerd, cid, n, f"live-restore {p.name}")
+
+
+# ---- plugin upgrade with running containers ------------------------------------------------------------------------
+@pytest.fixture
+def registry() -> Iterator[LocalRegistry]:
+    reg = LocalRegistry()
+    try:
+        yield reg.start()
+    finally:
+        reg.stop()
+
+
+def make(daemon: Dockerd, target: str, **variables: str) -> str:
+    args = ["make", "-s", "-C", str(REPO), target, *(f"{k}={v}" for k, v in variables.items())]
+    proc = subprocess.run(args, env=daemon.env, capture_output=True, timeout=300)
+    out = (proc.stdout + proc.stderr).decode(errors="replace")
+    assert proc.returncode == 0, f"make {target} failed:\n{out}"
+    return out
+
+
+def host_fifo(plugin, fifo: str) -> Path:
+    """Where a FIFO path the plugin was given lives on the host (config.json's propagatedMount covers
+    /run/docker/logging, so outside rootfs: <plugin dir>/propagated-mount/<id>)."""
+    prefix = "/run/docker/logging/"
+    assert fifo.startswith(prefix)
+    return plugin.dockerd.data_root / "plugins" / plugin.id / "propagated-mount" / fifo[len(prefix) :]
+
+
+def test_upgrade_with_running_containers(dockerd, bb_image, plugin_dir, managed_plugin, registry):
+    """`make push` to a local registry, then `make upgrade` (disable -f, upgrade, architecture check, enable)
+    while a container writes: the FIFO survives in the propagated mount, no line is lost, `docker logs` works."""
+    plugin = managed_plugin()
+    ref = f"{registry.address}/logbridge-upgrade:{os.getpid()}"
+    make(dockerd, "push", PLUGIN_DIR=str(plugin_dir), PLUGIN_REF=ref)
+    n = 1000
+    cid = run_detached(dockerd, plugin.driver, *numbered(n))
+    path = plugin.json_log(cid)
+    wait_for("100 lines before the upgrade", lambda: len(read_entries(path)) >= 100, 20)
+    (fifo,) = fifos_of(plugin.state_dir, cid)
+    assert stat.S_ISFIFO(host_fifo(plugin, fifo).stat().st_mode)
+    old_pid = plugin.pid()
+
+    t0 = time.monotonic()
+    out = make(dockerd, "upgrade", PLUGIN_NAME=plugin.name, PLUGIN_REF=ref)
+    gap = time.monotonic() - t0
+    assert "architecture x86_64 matches" in out or "architecture aarch64 matches" in out, out
+    assert plugin.inspect()["Enabled"]
+    assert plugin.wait_running(old_pid) != old_pid
+    # the new rootfs is the pushed one (push.sh names its layer after the reference)
+    assert (plugin.rootfs / ".docker-plugin-name").read_text().strip() == ref
+    assert stat.S_ISFIFO(host_fifo(plugin, fifo).stat().st_mode), "the FIFO did not survive the upgrade"
+    assert fifos_of(plugin.state_dir, cid) == {fifo}
+    print(f"\nupgrade (disable -f, upgrade, check, enable) took {gap:.2f} s")
+
+    wait_exit(dockerd, cid)
+    assert_all_once(path, dockerd, cid, n, "upgrade")
