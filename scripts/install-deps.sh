@@ -17,6 +17,7 @@
 set -euo pipefail
 
 PACKAGES=(docker.io busybox-static mmdebstrap python3-venv tzdata openssl make curl ca-certificates)
+PACKAGES+=(docker-registry) # a local registry for make push / make upgrade and their e2e test (tests/support/registry.py)
 
 # one dpkg-query for all; it prints nothing for a package it has never heard of
 installed=" $(dpkg-query -W -f='${db:Status-Abbrev}${Package} ' "${PACKAGES[@]}" 2>/dev/null || true) "
