@@ -175,7 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", choices=["cprofile", "pyinstrument"], default=None)
     p.add_argument("--top", type=int, default=25, help="rows of the profile to print")
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--protobuf", choices=["upb", "python"], default=None,
+                   help="force protobuf's backend (python: what a rootfs without libstdc++ falls back to)")
     args = p.parse_args(argv)
+    env_key = "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"
+    if args.protobuf and os.environ.get(env_key) != args.protobuf:
+        # protobuf picks its backend at import time: start again with the variable set
+        argv = sys.argv[1:] if argv is None else argv
+        os.execve(sys.executable, [sys.executable, "-m", "bench.microbench", *argv],
+                  dict(os.environ, **{env_key: args.protobuf}))
+    from google.protobuf.internal import api_implementation
+
+    print(f"protobuf backend: {api_implementation.Type()}")
     attrs_json = encode_attrs({"tag": "bench", "com.example.team": "logs"})
     results = {}
     for workload in [w.strip() for w in args.workload.split(",") if w.strip()]:
