@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -83,9 +82,13 @@ def duplicate_bound(line: bytes) -> int:
 def test_records_have_dockers_fluentd_layout_and_json_log_is_written(legacy_plugin, docker_run, receiver):
     plugin, rcv = legacy_plugin(), receiver()
     n = 500
-    result = docker_run(plugin.driver, *seq(n), name="fwd-layout",
-                        extra_args=["--label", "team=core", "-e", "STAGE=test"],
-                        log_opts={"fluentd-address": rcv.address, "labels": "team", "env": "STAGE"})
+    result = docker_run(
+        plugin.driver,
+        *seq(n),
+        name="fwd-layout",
+        extra_args=["--label", "team=core", "-e", "STAGE=test"],
+        log_opts={"fluentd-address": rcv.address, "labels": "team", "env": "STAGE"},
+    )
     ok(result)
     cid = result.container_id
     records = rcv.wait_records(n)
@@ -93,8 +96,14 @@ def test_records_have_dockers_fluentd_layout_and_json_log_is_written(legacy_plug
     assert [r["record"]["log"] for r in records] == [str(i) for i in range(1, n + 1)]  # no newline, in order
     for r in records:
         assert r["tag"] == cid[:12]
-        assert r["record"] == {"container_id": cid, "container_name": "/fwd-layout", "source": "stdout",
-                               "log": r["record"]["log"], "team": "core", "STAGE": "test"}
+        assert r["record"] == {
+            "container_id": cid,
+            "container_name": "/fwd-layout",
+            "source": "stdout",
+            "log": r["record"]["log"],
+            "team": "core",
+            "STAGE": "test",
+        }
     # EventTime by default: nanoseconds survive (an integer time would make them all zero)
     assert any(r["time_ns"] % 1_000_000_000 for r in records)
     entries = wait_for_entries(plugin.json_log(cid), n)
@@ -107,16 +116,20 @@ def test_records_have_dockers_fluentd_layout_and_json_log_is_written(legacy_plug
 def test_tag_option_integer_time_and_gzip(legacy_plugin, docker_run, receiver):
     plugin, rcv = legacy_plugin(), receiver()
     n = 300
-    tagged = docker_run(plugin.driver, *seq(n), name="fwd-tag",
-                        log_opts={"fluentd-address": rcv.address, "tag": "app.{{.Name}}.{{.ID}}"})
+    tagged = docker_run(
+        plugin.driver,
+        *seq(n),
+        name="fwd-tag",
+        log_opts={"fluentd-address": rcv.address, "tag": "app.{{.Name}}.{{.ID}}"},
+    )
     ok(tagged)
     rcv.wait_records(n)
-    integer = docker_run(plugin.driver, *seq(n),
-                         log_opts={"fluentd-address": rcv.address, "fluentd-sub-second-precision": "false"})
+    integer = docker_run(
+        plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address, "fluentd-sub-second-precision": "false"}
+    )
     ok(integer)
     rcv.wait_records(2 * n)
-    gzipped = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address,
-                                                           "forward-compress": "true"})
+    gzipped = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address, "forward-compress": "true"})
     ok(gzipped)
     records = rcv.wait_records(3 * n)
     assert len(records) == 3 * n
@@ -124,14 +137,16 @@ def test_tag_option_integer_time_and_gzip(legacy_plugin, docker_run, receiver):
     for r in records:
         by_cid.setdefault(r["record"]["container_id"], []).append(r)
     assert {tagged.container_id, integer.container_id, gzipped.container_id} == set(by_cid)
-    for cid, recs in by_cid.items():
+    for recs in by_cid.values():
         assert [r["record"]["log"] for r in recs] == [str(i) for i in range(1, n + 1)]
     assert {r["tag"] for r in by_cid[tagged.container_id]} == {f"app.fwd-tag.{tagged.container_id[:12]}"}
     assert all(r["time_ns"] % 1_000_000_000 == 0 for r in by_cid[integer.container_id])
     assert {r["tag"] for r in by_cid[gzipped.container_id]} == {gzipped.container_id[:12]}
     # the tag also goes into json.log's attrs, as with json-file
-    assert read_entries(plugin.json_log(tagged.container_id))[0]["attrs"]["tag"] == \
-        f"app.fwd-tag.{tagged.container_id[:12]}"
+    assert (
+        read_entries(plugin.json_log(tagged.container_id))[0]["attrs"]["tag"]
+        == f"app.fwd-tag.{tagged.container_id[:12]}"
+    )
 
 
 def test_a_40000_byte_line_arrives_as_three_partials(legacy_plugin, docker_run, receiver):
@@ -148,8 +163,12 @@ def test_a_40000_byte_line_arrives_as_three_partials(legacy_plugin, docker_run, 
     assert [p["partial_ordinal"] for p in parts] == ["1", "2", "3"]
     assert [p["partial_last"] for p in parts] == ["false", "false", "true"]
     assert len({p["partial_id"] for p in parts}) == 1 and parts[0]["partial_id"]
-    assert after == {"container_id": result.container_id, "container_name": after["container_name"],
-                     "source": "stdout", "log": "after"}
+    assert after == {
+        "container_id": result.container_id,
+        "container_name": after["container_name"],
+        "source": "stdout",
+        "log": "after",
+    }
     entries = wait_for_entries(plugin.json_log(result.container_id), 4)
     assert "".join(e["log"] for e in entries[:3]) == "x" * 40000 + "\n"
 
@@ -158,20 +177,21 @@ def test_a_40000_byte_line_arrives_as_three_partials(legacy_plugin, docker_run, 
 def test_shared_key_handshake_and_wrong_key_never_blocks(legacy_plugin, docker_run, receiver):
     plugin, rcv = legacy_plugin(), receiver("--shared-key", "s3cret")
     n = 200
-    good = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address,
-                                                        "forward-shared-key": "s3cret"})
+    good = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address, "forward-shared-key": "s3cret"})
     ok(good)
     assert [r["record"]["log"] for r in rcv.wait_records(n)] == [str(i) for i in range(1, n + 1)]
     assert "handshake ok" in rcv.log()
 
     started = time.monotonic()
-    bad = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address,
-                                                       "forward-shared-key": "wrong", **FAST_RETRY})
+    bad = docker_run(
+        plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address, "forward-shared-key": "wrong", **FAST_RETRY}
+    )
     elapsed = time.monotonic() - started
     ok(bad)
     assert elapsed < 10, f"docker run with a refused shared key took {elapsed:.1f}s"
-    assert [e["log"] for e in wait_for_entries(plugin.json_log(bad.container_id), n)] == \
-        [f"{i}\n" for i in range(1, n + 1)]
+    assert [e["log"] for e in wait_for_entries(plugin.json_log(bad.container_id), n)] == [
+        f"{i}\n" for i in range(1, n + 1)
+    ]
     assert wait_quiet(rcv, 3) == 0
     assert not [r for r in rcv.records() if r["record"]["container_id"] == bad.container_id]
     assert "shared_key mismatch" in rcv.log() or "handshake refused" in rcv.log()
@@ -183,13 +203,42 @@ def make_ca_and_server_cert(d: Path) -> tuple[Path, Path, Path]:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=logbridge test CA",
-            "-keyout", "ca.key", "-out", "ca.pem")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
-            "-out", "server.csr")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=logbridge test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"
+    )
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    )
     return d / "ca.pem", d / "server.pem", d / "server.key"
 
 
@@ -198,8 +247,9 @@ def test_tls_with_a_private_ca_verifies_the_receiver(legacy_plugin, docker_run, 
     plugin = legacy_plugin()
     rcv = receiver("--tls-cert", str(cert), "--tls-key", str(key), scheme="tls")
     n = 200
-    result = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address,
-                                                          "forward-tls-ca-file": str(ca)})
+    result = docker_run(
+        plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address, "forward-tls-ca-file": str(ca)}
+    )
     ok(result)
     assert [r["record"]["log"] for r in rcv.wait_records(n)] == [str(i) for i in range(1, n + 1)]
     # verification is on: without the CA (system store only) nothing is delivered, and nothing blocks
@@ -213,8 +263,7 @@ def test_tls_with_a_private_ca_verifies_the_receiver(legacy_plugin, docker_run, 
 def test_profile_supplies_address_and_shared_key(legacy_plugin, docker_run, receiver, tmp_path, dockerd):
     rcv = receiver("--shared-key", "from-profile")
     profiles = tmp_path / "profiles.json"
-    profiles.write_text(json.dumps({"prod": {"fluentd-address": rcv.address,
-                                             "forward-shared-key": "from-profile"}}))
+    profiles.write_text(json.dumps({"prod": {"fluentd-address": rcv.address, "forward-shared-key": "from-profile"}}))
     plugin = legacy_plugin(env={"LOGBRIDGE_PROFILES": str(profiles)})
     n = 200
     result = docker_run(plugin.driver, *seq(n), log_opts={"logbridge-profile": "prod"})
@@ -232,8 +281,7 @@ def test_aggregator_down_at_start_then_everything_arrives(legacy_plugin, docker_
     port = free_port()
     n = 2000
     started = time.monotonic()
-    result = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": f"tcp://127.0.0.1:{port}",
-                                                          **FAST_RETRY})
+    result = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": f"tcp://127.0.0.1:{port}", **FAST_RETRY})
     elapsed = time.monotonic() - started
     ok(result)
     assert elapsed < 10
@@ -285,8 +333,9 @@ def test_receiver_sigkill_mid_batch_resends_at_most_one_batch(legacy_plugin, doc
     rcv.start()
     seen = rcv.wait_numbers(n, timeout=90)
     counts = report("receiver SIGKILL mid-batch", n, rcv, plugin, result.container_id)
-    print(f"[receiver SIGKILL mid-batch] records before the kill: {before_kill}; bound "
-          f"{duplicate_bound(str(n).encode())}")
+    print(
+        f"[receiver SIGKILL mid-batch] records before the kill: {before_kill}; bound {duplicate_bound(str(n).encode())}"
+    )
     assert counts["unique"] == n
     assert counts["duplicated"] <= duplicate_bound(str(n).encode())
     assert seen.total() == counts["received"]
@@ -306,18 +355,33 @@ def test_tail_after_stop_logging_is_forwarded(legacy_plugin, docker_run, receive
     assert all(seen[i] == 1 for i in range(1, n + 1))
 
 
-def test_sigterm_while_aggregator_down_resumes_after_restart(legacy_plugin, docker_run, receiver, dockerd,
-                                                              bb_image):
+def test_sigterm_while_aggregator_down_resumes_after_restart(legacy_plugin, docker_run, receiver, dockerd, bb_image):
     plugin = legacy_plugin()
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     n = 3000
     stopped = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": address, **FAST_RETRY})
     ok(stopped)
-    running = dockerd.docker("run", "-d", "--network", "none", "--log-driver", plugin.driver,
-                             "--log-opt", f"fluentd-address={address}", "--log-opt", "fluentd-retry-wait=100ms",
-                             bb_image, "sh", "-c", f"seq 1 {n}; sleep 4; seq {n + 1} {2 * n}; sleep 600"
-                             ).stdout.decode().strip()
+    running = (
+        dockerd.docker(
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--log-driver",
+            plugin.driver,
+            "--log-opt",
+            f"fluentd-address={address}",
+            "--log-opt",
+            "fluentd-retry-wait=100ms",
+            bb_image,
+            "sh",
+            "-c",
+            f"seq 1 {n}; sleep 4; seq {n + 1} {2 * n}; sleep 600",
+        )
+        .stdout.decode()
+        .strip()
+    )
     wait_for_entries(plugin.json_log(stopped.container_id), n)
     wait_for_entries(plugin.json_log(running), n)
     started = time.monotonic()
@@ -335,8 +399,10 @@ def test_sigterm_while_aggregator_down_resumes_after_restart(legacy_plugin, dock
     try:
         wait_for("both containers' lines", lambda: len(rcv.records()) >= 3 * n, 60)
     finally:
-        print(f"[SIGTERM, aggregator down] records per container: "
-              f"stopped {len(by_cid()[stopped.container_id])} of {n}, running {len(by_cid()[running])} of {2 * n}")
+        print(
+            f"[SIGTERM, aggregator down] records per container: "
+            f"stopped {len(by_cid()[stopped.container_id])} of {n}, running {len(by_cid()[running])} of {2 * n}"
+        )
     by_cid = by_cid()
     assert numbers(by_cid[stopped.container_id]) == numbers([str(i) for i in range(1, n + 1)])
     running_seen = numbers(by_cid[running])
@@ -349,8 +415,9 @@ def test_sigterm_while_aggregator_down_resumes_after_restart(legacy_plugin, dock
 def test_strict_receiver_accepts_dockers_own_fluentd_driver(docker_run, receiver, legacy_plugin):
     rcv = receiver()
     n = 300
-    builtin = docker_run("fluentd", *seq(n), name="fwd-builtin",
-                         log_opts={"fluentd-address": rcv.address, "fluentd-request-ack": "true"})
+    builtin = docker_run(
+        "fluentd", *seq(n), name="fwd-builtin", log_opts={"fluentd-address": rcv.address, "fluentd-request-ack": "true"}
+    )
     ok(builtin)
     records = rcv.wait_records(n)
     assert len(records) == n
@@ -371,10 +438,45 @@ def test_strict_receiver_accepts_dockers_own_fluentd_driver(docker_run, receiver
 def test_managed_plugin_forwards(managed_plugin, docker_run, receiver):
     plugin, rcv = managed_plugin(), receiver()
     n = 1000
-    result = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address,
-                                                          "forward-compress": "true"})
+    result = docker_run(plugin.driver, *seq(n), log_opts={"fluentd-address": rcv.address, "forward-compress": "true"})
     ok(result)
     records = rcv.wait_records(n)
     assert [r["record"]["log"] for r in records] == [str(i) for i in range(1, n + 1)]
     assert {r["tag"] for r in records} == {result.container_id[:12]}
     assert len(wait_for_entries(plugin.json_log(result.container_id), n)) == n
+
+
+CONFIG_DIR = "/etc/logbridge"  # where the plugin looks for profiles.json (LOGBRIDGE_PROFILES' default)
+
+
+def test_managed_plugin_profile_with_tls_and_shared_key_from_the_config_mount(
+    managed_plugin, docker_run, receiver, plugin_dir, tmp_path
+):
+    """A managed plugin sees only its own filesystem: profiles.json and the CA it names come through config.json's
+    settable mount at /etc/logbridge."""
+    config = json.loads((plugin_dir / "config.json").read_text())
+    mount = next((m for m in config.get("mounts", []) if m.get("destination") == CONFIG_DIR), None)
+    assert mount is not None and "source" in mount.get("settable", []), (
+        f"config.json needs a mount with a settable source at {CONFIG_DIR} (profiles, certificates)"
+    )
+    host_dir = tmp_path / "etc-logbridge"
+    host_dir.mkdir()
+    ca, cert, key = make_ca_and_server_cert(host_dir)
+    rcv = receiver("--shared-key", "mounted", "--tls-cert", str(cert), "--tls-key", str(key), scheme="tls")
+    (host_dir / "profiles.json").write_text(
+        json.dumps(
+            {
+                "prod": {
+                    "fluentd-address": rcv.address,
+                    "forward-shared-key": "mounted",
+                    "forward-tls-ca-file": f"{CONFIG_DIR}/ca.pem",
+                }
+            }
+        )
+    )
+    plugin = managed_plugin(env={f"{mount['name']}.source": str(host_dir)})
+    n = 300
+    result = docker_run(plugin.driver, *seq(n), log_opts={"logbridge-profile": "prod"})
+    ok(result)
+    assert [r["record"]["log"] for r in rcv.wait_records(n)] == [str(i) for i in range(1, n + 1)]
+    assert "handshake ok" in rcv.log()

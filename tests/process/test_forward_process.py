@@ -55,8 +55,12 @@ def queued(fd: int) -> int:
 def write_numbers(logger: FakeLogger, first: int, last: int, chunk: int = 500) -> None:
     """Lines first..last, several frames per write() as dockerd's copier does under load."""
     for start in range(first, last + 1, chunk):
-        logger.write(b"".join(encode_entry(("stdout", time.time_ns(), b"%d" % i, False, False, "", 0))
-                              for i in range(start, min(start + chunk, last + 1))))
+        logger.write(
+            b"".join(
+                encode_entry(("stdout", time.time_ns(), b"%d" % i, False, False, "", 0))
+                for i in range(start, min(start + chunk, last + 1))
+            )
+        )
 
 
 def bound(n: int) -> int:
@@ -66,8 +70,12 @@ def bound(n: int) -> int:
 
 def counts(rcv: ReceiverProcess, n: int) -> dict:
     seen = numbers(rcv.logs())
-    return {"sent": n, "received": sum(seen.values()), "unique": sum(1 for i in range(1, n + 1) if seen[i]),
-            "duplicated": sum(c - 1 for c in seen.values() if c > 1)}
+    return {
+        "sent": n,
+        "received": sum(seen.values()),
+        "unique": sum(1 for i in range(1, n + 1) if seen[i]),
+        "duplicated": sum(c - 1 for c in seen.values() if c > 1),
+    }
 
 
 def test_hung_receiver_the_fifo_never_fills(plugin, receivers):
@@ -92,8 +100,10 @@ def test_hung_receiver_the_fifo_never_fills(plugin, receivers):
     finally:
         rcv.resume()
     logger.stop()
-    print(f"\n[hung receiver] {n} lines written in {wrote_in:.2f}s; FIFO queued max {max(samples)} of "
-          f"{capacity} bytes over {len(samples)} samples")
+    print(
+        f"\n[hung receiver] {n} lines written in {wrote_in:.2f}s; FIFO queued max {max(samples)} of "
+        f"{capacity} bytes over {len(samples)} samples"
+    )
     assert max(samples) < capacity
     rcv.wait_numbers(n, timeout=60)
     c = counts(rcv, n)
@@ -165,8 +175,10 @@ def test_sigterm_with_aggregator_down_then_stopped_container_is_forwarded(plugin
 
     assert wait_for(lambda: len(rcv.records()) >= 3 * n, timeout=60), per_container().keys()
     got = per_container()
-    print(f"\n[SIGTERM, aggregator down] plugin exited in {took:.1f}s; stopped container "
-          f"{len(got[stopped.container_id])}/{n}, running {len(got[running.container_id])}/{2 * n}")
+    print(
+        f"\n[SIGTERM, aggregator down] plugin exited in {took:.1f}s; stopped container "
+        f"{len(got[stopped.container_id])}/{n}, running {len(got[running.container_id])}/{2 * n}"
+    )
     assert numbers(got[stopped.container_id]) == {i: 1 for i in range(1, n + 1)}
     assert all(numbers(got[running.container_id])[i] for i in range(1, 2 * n + 1))
 
@@ -205,8 +217,9 @@ class CapturingServer:
 def test_forward_compress_sends_gzip_packed_forward(plugin, compress):
     server = CapturingServer()
     try:
-        logger = FakeLogger(plugin, config={"fluentd-address": f"tcp://127.0.0.1:{server.port}",
-                                            "forward-compress": compress})
+        logger = FakeLogger(
+            plugin, config={"fluentd-address": f"tcp://127.0.0.1:{server.port}", "forward-compress": compress}
+        )
         logger.start()
         write_numbers(logger, 1, 3000)
         logger.stop()

@@ -34,8 +34,9 @@ class ReceiverProcess:
     """One receiver on 127.0.0.1. Every start (also after kill()) appends to the same output file, so
     records() is everything every incarnation accepted, in arrival order."""
 
-    def __init__(self, workdir: Path, *args: str, scheme: str = "tcp", port: int = 0,
-                 python: str = sys.executable) -> None:
+    def __init__(
+        self, workdir: Path, *args: str, scheme: str = "tcp", port: int = 0, python: str = sys.executable
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.args = list(args)
@@ -65,10 +66,13 @@ class ReceiverProcess:
         listen = f"{self.scheme}://127.0.0.1:{self.port}"
         with open(self.stderr_path, "ab") as err:
             self._proc = subprocess.Popen(
-                [self.python, "-m", "driver.receiver", "--listen", listen, "--output", str(self.output),
-                 *self.args],
-                cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                env=dict(os.environ, PYTHONPATH=str(REPO)), start_new_session=True,
+                [self.python, "-m", "driver.receiver", "--listen", listen, "--output", str(self.output), *self.args],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=dict(os.environ, PYTHONPATH=str(REPO)),
+                start_new_session=True,
             )
 
         def bound() -> int | None:
@@ -150,8 +154,9 @@ class ReceiverProcess:
         except SupportError as e:
             seen = numbers(self.logs())
             missing = [i for i in range(1, n + 1) if not seen[i]]
-            raise SupportError(f"{e}: {len(missing)} missing (first {missing[:5]}); receiver log:\n"
-                               f"{self.log(lines=20)}") from None
+            raise SupportError(
+                f"{e}: {len(missing)} missing (first {missing[:5]}); receiver log:\n{self.log(lines=20)}"
+            ) from None
 
     def log(self, offset: int = 0, lines: int = 200) -> str:
         try:
