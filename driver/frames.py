@@ -151,17 +151,3 @@ def encode_entry(entry: tuple) -> bytes:
         meta.ordinal = ordinal
     payload = msg.SerializeToString()
     return _pack_len(len(payload)) + payload
-
-
-def next_boundary(buf: bytes, pos: int, limit: int) -> tuple[int, int]:
-    """Walk frame headers from the boundary ``pos`` to the first boundary at or after ``limit``.
-
-    Returns (boundary, frames passed). Used when a byte range of the journal is given up: it tells exactly how
-    many frames were lost and where the next whole frame starts. ``buf`` must reach that boundary.
-    """
-    frames = 0
-    while pos < limit:
-        (length,) = _unpack_len(buf, pos)
-        pos += HEADER + length
-        frames += 1
-    return pos, frames

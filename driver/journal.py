@@ -187,6 +187,19 @@ class Journal:
             cursor.pos = start + consumed
             return True
 
+    def rewind(self, cursor: Cursor, start: int) -> None:
+        """Move ``cursor`` back to ``start`` (a batch that could not be stored is taken again later)."""
+        with self._lock:
+            if start >= self._starts[0] and cursor.pos > start:
+                cursor.pos = start
+
+    def skip_lost(self, cursor: Cursor) -> int:
+        """A cursor left before the oldest segment (segments lost outside the cap): jump to the start."""
+        with self._lock:
+            lost = max(0, self._starts[0] - cursor.pos)
+            cursor.pos += lost
+            return lost
+
     # ---- space --------------------------------------------------------------------------------------------------
     def release(self, upto: int) -> int:
         """Delete segments that lie wholly before ``upto`` (every consumer has saved a cursor past them)."""

@@ -140,6 +140,9 @@ class ForwardSink:
             start = self.cursor.pos
             data = self.journal.read(start, BATCH_BYTES)
             if not data:
+                if start < self.journal.start:  # its segment was deleted under us: the cap counted it
+                    self.journal.skip_lost(self.cursor)
+                    continue
                 return None
             final = self.sealed and start + len(data) >= self.journal.end
             entries, used = self.decoder.decode(data, final=final)

@@ -89,7 +89,8 @@ class JsonLogWriter:
         start = self.cursor.pos
         data = self.journal.read(start, BATCH_BYTES)
         if not data:
-            if start < self.journal.start:  # the cap moved past us between read and check
+            if start < self.journal.start:  # the frames are gone (their segment was deleted): count and move on
+                self.stats.dropped("journal_cap", 0, self.journal.skip_lost(self.cursor))
                 return True
             self._maybe_save()
             return False
@@ -143,9 +144,7 @@ class JsonLogWriter:
             self.logfile.truncate_to(size_before)
         except OSError:
             pass
-        with self.journal._lock:  # noqa: SLF001 - rewind is the one place the consumer moves backwards
-            if self.cursor.pos > start:
-                self.cursor.pos = start
+        self.journal.rewind(self.cursor, start)
 
     def on_rotate(self, phase: str, lines_done: int) -> None:
         """Called by LogFile around a rotation inside ``write_lines``: save a cursor valid across the rename.
