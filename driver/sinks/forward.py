@@ -21,6 +21,7 @@ from driver.forward.client import ForwardClient, ForwardError
 from driver.forward.codec import BatchBuilder, Frame, RecordEncoder
 from driver.frames import FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
+from driver.partials import merge_partials
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ForwardStats:
     """Per-sink counters (the metrics endpoint reads them)."""
 
     forwarded: int = 0  # records written to the aggregator, resends included
-    acked: int = 0  # records acknowledged (or written, without acks) and past the saved cursor
+    acked: int = 0  # lines acknowledged (or written, without acks) and past the saved cursor
     retried: int = 0  # records sent again after a failure
     failures: int = 0  # failed delivery attempts
     connected: bool = False
@@ -52,7 +53,8 @@ class ForwardSink:
     name = NAME
 
     def __init__(self, journal: Journal, store: CursorStore, client: ForwardClient, tag: str,
-                 static_fields: dict[str, str], *, event_time: bool, compress: bool, container_id: str) -> None:
+                 static_fields: dict[str, str], *, event_time: bool, compress: bool, container_id: str,
+                 merge_max: int | None = None) -> None:
         self.journal = journal
         self.store = store
         self.client = client
@@ -60,6 +62,7 @@ class ForwardSink:
         self.container_id = container_id
         self.encoder = RecordEncoder(static_fields, time_format="event_time" if event_time else "int")
         self.compress = compress
+        self.merge_max = merge_max  # join 16 KiB chunks up to this many bytes; None: send chunks as they are
         self.decoder = FrameDecoder()
         self.cursor: Cursor = store.load(NAME)
         if self.cursor.pos < journal.start:
@@ -150,12 +153,15 @@ class ForwardSink:
                 return None
             if self.journal.take(self.cursor, start, used):
                 break
+        lines = len(entries)  # counted in lines (as received), whatever merging does to records
+        if self.merge_max:
+            entries = merge_partials(entries, self.merge_max)
         builder = BatchBuilder(self.tag, compress=self.compress)
         frames = builder.extend(self.encoder.encode_batch(entries))
         last = builder.flush()
         if last is not None:
             frames.append(last)
-        return _Batch(start, start + used, frames, len(entries))
+        return _Batch(start, start + used, frames, lines)
 
     def _save(self, pos: int) -> None:
         try:

@@ -100,4 +100,4 @@ def test_readme_shows_the_generated_table():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert markdown_table() in readme, "README's options table is stale: paste `python -m driver.options`"
+    assert markdown_table() in readme, "README's options table is stale: run python scripts/readme-options.py"

@@ -1,0 +1,39 @@
+"""Reassembly of the 16 KiB chunks dockerd cuts long lines into, for the remote side only (json.log keeps them
+split, as json-file does, so node agents that handle Docker's chunks keep working).
+
+Pure: decoded entries in, entries out. Chunks are joined per (source, partial id), in ordinal order, into one
+complete entry placed where the last chunk was. A sequence is left as it is (its chunks keep their partial
+metadata, which Docker-aware receivers can still join) when it would grow over ``max_bytes`` or when its end is
+not within the same batch: batches are 1 MiB of journal, so that is rare, and it keeps a batch's cursor exact.
+"""
+
+from __future__ import annotations
+
+
+def merge_partials(entries: list[tuple], max_bytes: int) -> list[tuple]:
+    if not any(e[3] for e in entries):
+        return entries
+    out: list[tuple | None] = []
+    open_seqs: dict[tuple[str, str], list[int]] = {}  # (source, id) → indexes in ``out`` of its chunks
+    sizes: dict[tuple[str, str], int] = {}
+    for entry in entries:
+        source, time_nano, line, partial, last, partial_id, ordinal = entry
+        if not partial:
+            out.append(entry)
+            continue
+        key = (source, partial_id)
+        idx = open_seqs.setdefault(key, [])
+        out.append(entry)
+        idx.append(len(out) - 1)
+        sizes[key] = sizes.get(key, 0) + len(line)
+        if sizes[key] > max_bytes:
+            del open_seqs[key], sizes[key]  # too large to join: its chunks go as they are
+            continue
+        if last:
+            chunks = sorted((out[i] for i in idx), key=lambda e: e[6])
+            merged = b"".join(c[2] for c in chunks)
+            for i in idx:
+                out[i] = None
+            out[-1] = (source, chunks[0][1], merged, False, False, "", 0)
+            del open_seqs[key], sizes[key]
+    return [e for e in out if e is not None]

@@ -1,0 +1,35 @@
+"""Joining dockerd's 16 KiB chunks for the remote side."""
+
+from driver.partials import merge_partials
+
+
+def chunk(source, pid, ordinal, line, last, t=1):
+    return (source, t, line, True, last, pid, ordinal)
+
+
+def line(source, text, t=2):
+    return (source, t, text, False, False, "", 0)
+
+
+def test_joins_interleaved_sequences_per_stream_at_their_last_chunk():
+    entries = [
+        chunk("stdout", "a", 1, b"A" * 3, False),
+        chunk("stderr", "b", 1, b"B", False),
+        line("stdout", b"plain"),
+        chunk("stdout", "a", 2, b"a", True),
+        chunk("stderr", "b", 2, b"", True),  # a 16384-byte line ends with an empty last chunk
+    ]
+    out = merge_partials(entries, 1 << 20)
+    assert out == [line("stdout", b"plain"), ("stdout", 1, b"AAAa", False, False, "", 0),
+                   ("stderr", 1, b"B", False, False, "", 0)]
+
+
+def test_unfinished_and_oversized_sequences_stay_chunks():
+    entries = [chunk("stdout", "x", 1, b"x" * 10, False), chunk("stdout", "y", 1, b"y" * 10, False),
+               chunk("stdout", "y", 2, b"y" * 10, True)]
+    assert merge_partials(entries, 15) == entries  # y is over the cap; x has no last chunk in this batch
+
+
+def test_no_partials_is_the_same_list():
+    entries = [line("stdout", b"1"), line("stderr", b"2")]
+    assert merge_partials(entries, 100) is entries
