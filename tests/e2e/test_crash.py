@@ -39,7 +39,7 @@ WRITER = (
     f"seq $((i*{BATCH})) $((i*{BATCH}+{BATCH - 1})); i=$((i+1)); echo $((i*{BATCH})) >/tmp/progress; usleep 20000; "
     "done"
 )
-LOG_OPTS = {"max-size": "100k", "max-file": "40"}  # several files: kills also land next to rotations
+LOG_OPTS = {"max-size": "100k", "max-file": "40", "compress": "true"}  # kills land next to rotations and gzip
 
 
 def rotated_files(path: Path) -> list[Path]:
@@ -182,6 +182,15 @@ def test_sigkill_loses_and_duplicates_no_line(crashable, dockerd: Dockerd, bb_im
     missing = [n for n in range(count) if counts[n] == 0]
     duplicated = {n: c for n, c in counts.items() if c > 1}
     files = [p.name.removeprefix(cid) for p in rotated_files(path)]
+
+    def tidy() -> bool:  # crash leftovers gone, every rotated file compressed (compression may lag a little)
+        names = sorted(p.name.removeprefix(cid) for p in path.parent.iterdir())
+        return names == sorted(["-json.log"] + [f"-json.log.{n}.gz" for n in range(1, len(names))])
+
+    try:
+        wait_for("only -json.log and .N.gz files", tidy, 30)
+    except SupportError:
+        pass
     print(
         f"\n[{crashable.kind}] written {count}, found {sum(counts.values())} ({len(counts)} distinct),"
         f" missing {len(missing)}, duplicated {len(duplicated)}, other lines {len(junk)};"
@@ -194,3 +203,4 @@ def test_sigkill_loses_and_duplicates_no_line(crashable, dockerd: Dockerd, bb_im
     assert not duplicated, f"{len(duplicated)} numbers duplicated, first {sorted(duplicated.items())[:20]}"
     assert not junk, f"lines that are not a number: {junk[:5]}"
     assert set(counts) == set(range(count))
+    assert tidy(), f"files: {sorted(p.name.removeprefix(cid) for p in path.parent.iterdir())}"
