@@ -68,7 +68,7 @@ install: ## docker plugin create + set + enable --timeout 0 from build/plugin (P
 	@test -f $(PLUGIN_DIR)/config.json -a -d $(PLUGIN_DIR)/rootfs || { echo "no $(PLUGIN_DIR): run make plugin" >&2; exit 1; }
 	@if $(DOCKER) plugin inspect $(PLUGIN_NAME) >/dev/null 2>&1; then \
 		echo "$(PLUGIN_NAME) is installed already: make uninstall first" >&2; exit 1; fi
-	mkdir -p $(PLUGIN_LOG_ROOT) $(PLUGIN_STATE_DIR)
+	mkdir -p $(PLUGIN_LOG_ROOT) $(PLUGIN_STATE_DIR) /etc/logbridge
 	echo $(PLUGIN_NAME) > $(PLUGIN_DIR)/rootfs/.docker-plugin-name
 	$(DOCKER) plugin create $(PLUGIN_NAME) $(PLUGIN_DIR)
 	$(DOCKER) plugin set $(PLUGIN_NAME) log-root.source=$(PLUGIN_LOG_ROOT) state-dir.source=$(PLUGIN_STATE_DIR) \
