@@ -51,3 +51,20 @@ def setup(level: str) -> None:
     root.handlers[:] = [out, err]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Throttled:
+    """One log line per ``interval`` for a recurring event, with the count it stands for."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 30.0) -> None:
+        self._log = logger
+        self._interval = interval
+        self._last = 0.0
+        self._pending = 0
+
+    def warning(self, msg: str, count: int = 1, **extra) -> None:
+        self._pending += count
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._log.warning(msg, extra={**extra, "count": self._pending})
+            self._last, self._pending = now, 0

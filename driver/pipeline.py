@@ -16,6 +16,7 @@ from driver.forward.client import ForwardClient, TlsSettings
 from driver.info import LogInfo, extra_attributes, render_tag
 from driver.journal import CursorStore, Journal, JournalFull
 from driver.jsonfile import encode_attrs
+from driver.logsetup import Throttled
 from driver.options import OptionError, Options
 from driver.settings import Settings
 from driver.sinks.forward import ForwardSink
@@ -54,6 +55,7 @@ class Pipeline:
         self._idle = {c.name: asyncio.Event() for c in self.consumers}
         self._behind_since: dict[str, float] = {}  # consumer → loop time it last fell behind
         self._capping = False
+        self._cap_warning = Throttled(log)
         self._closing = False
         self.closed = asyncio.Event()
         self._tasks = [loop.create_task(self._run(c)) for c in self.consumers]
@@ -132,8 +134,9 @@ class Pipeline:
             for name, frames, nbytes in lost:
                 if name == self.jsonlog.name:
                     self.stats.dropped("journal_cap", frames, nbytes)
-                log.warning("journal cap reached: oldest frames dropped",
-                            extra={"container": self.container_id[:12], "consumer": name, "frames": frames})
+                self._cap_warning.warning("journal cap reached: oldest unsent lines dropped (count: since the "
+                                          "last such line)", frames, container=self.container_id[:12],
+                                          consumer=name)
         finally:
             self._capping = False
 
