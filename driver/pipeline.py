@@ -243,7 +243,7 @@ class Pipeline:
     def _close_sync(self) -> None:
         for c in self.consumers:
             c.close()
-        self._release()
+        self.journal.release(min(c.saved_pos for c in self.consumers))  # worker thread: no cap task from here
         self.journal.close()
 
 
