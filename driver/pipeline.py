@@ -7,6 +7,7 @@ neither disk nor network work ever sits between the FIFO and the journal.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from concurrent.futures import Executor
@@ -47,9 +48,15 @@ class Pipeline:
         self.jsonlog = self._make_jsonlog(settings, store)
         self.forward = self._make_forward(store)
         self.consumers = [self.jsonlog] + ([self.forward] if self.forward else [])
-        # Counts restored from the cursors are the container's lifetime counts; totals want this run's share.
+        # Counts restored from the cursors are the container's lifetime counts; the part of them already folded
+        # into the plugin's totals (when it last finished or the plugin stopped) is kept beside them.
         self.baseline = ContainerStats(info.container_id)
-        self.baseline.add(self.stats)
+        self._folded_path = os.path.join(self.dir, "folded.json")
+        try:
+            with open(self._folded_path, encoding="utf-8") as f:
+                self.baseline.restore(json.load(f))
+        except (FileNotFoundError, ValueError):
+            pass
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}
         self._idle = {c.name: asyncio.Event() for c in self.consumers}
@@ -235,6 +242,20 @@ class Pipeline:
         for c in self.consumers:
             await c.aclose()
         self.closed.set()
+
+    def fold_into(self, totals: ContainerStats) -> None:
+        """Add what this container counted since its last fold to ``totals`` and remember it was added."""
+        totals.add(self.stats)
+        totals.add(self.baseline, sign=-1)
+        self.baseline = ContainerStats(self.container_id)
+        self.baseline.add(self.stats)
+        try:
+            tmp = self._folded_path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.baseline.to_json(), f)
+            os.replace(tmp, self._folded_path)
+        except OSError as exc:
+            log.warning("could not save folded counts", extra={"error": str(exc)})
 
     @property
     def closing(self) -> bool:

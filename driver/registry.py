@@ -101,10 +101,7 @@ class Registry:
         return total
 
     def _fold(self, pipeline: Pipeline) -> None:
-        self.finished_totals.add(pipeline.stats)
-        self.finished_totals.add(pipeline.baseline, sign=-1)
-        pipeline.baseline = ContainerStats(pipeline.container_id)
-        pipeline.baseline.add(pipeline.stats)
+        pipeline.fold_into(self.finished_totals)
         if pipeline.forward is not None:
             self.finished_forward.update(pipeline.forward.run_counts())
             pipeline.forward.reset_run_counts()
