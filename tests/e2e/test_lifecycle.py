@@ -115,6 +115,8 @@ def test_docker_logs_after_stop_restart_and_plugin_restart(dockerd, bb_image, ki
         assert logs(dockerd, cid) == (b"1\n2\n3\n", b"err\n")
     assert logs(dockerd, cid, "-f") == (b"1\n2\n3\n", b"err\n")  # no follow on a stopped container: it ends
     assert len(read_entries(path)) == 4 and path.stat().st_ino == inode
+    # the pairs' FIFOs are dropped from the plugin's table once dockerd closed them (nothing to re-attach)
+    wait_for("no FIFO left for the stopped container", lambda: not fifos_of(plugin.state_dir, cid), 10)
 
     # started again: a new FIFO, the same files, appended
     dockerd.docker("start", "-a", cid)
