@@ -86,7 +86,8 @@ class Pipeline:
         tag = render_tag(opts["tag"] if opts["tag"] is not None else "{{.ID}}", self.info)
         return ForwardSink(self.journal, store, client, tag, static, event_time=opts["fluentd-sub-second-precision"],
                            compress=opts["forward-compress"], container_id=self.container_id,
-                           merge_max=opts["forward-merge-max-size"] if opts["forward-merge-partials"] else None)
+                           merge_max=opts["forward-merge-max-size"] if opts["forward-merge-partials"] else None,
+                           record_ids=opts["forward-record-id"])
 
     # ---- FIFO side (event loop) ----------------------------------------------------------------------------
     def attach(self, path: str) -> None:

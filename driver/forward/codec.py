@@ -243,8 +243,13 @@ class RecordEncoder:
         *,
         time_format: TimeFormat = "event_time",
         invalid_utf8: Literal["keep", "replace"] = "keep",
+        record_id_key: str | None = None,
     ) -> None:
         self._static = dict(static_fields)
+        # A per-record id (``encode_batch(..., id_base=...)``): the same entry gets the same id when a batch is
+        # resent, so an output such as Elasticsearch can use it as the document _id and drop the duplicate.
+        self._id_name = record_id_key or ""
+        self._id_key = _pack_str(record_id_key) if record_id_key else b""
         self._time_format: TimeFormat = time_format
         # "keep" sends the bytes as Docker's driver does; "replace" swaps invalid UTF-8 for U+FFFD here, for
         # Fluentd pipelines whose JSON outputs choke on it (Fluent Bit does it itself when it renders JSON).
@@ -253,7 +258,7 @@ class RecordEncoder:
         # An extra that shadows a per-record key changes the map's shape: leave that rare case to the
         # generic packer rather than complicate the splice.
         self._fast = not ({k for k, _ in extras} & (_PARTIAL_KEYS | {"source", "log"}))
-        self._fields = 4 + len(extras)
+        self._fields = 4 + len(extras) + (1 if record_id_key else 0)
         self._head = _pack_pairs((k, self._static.get(k, "")) for k in _FIXED_KEYS)
         self._extras = _pack_pairs(extras)
         self._prefix: dict[str, bytes] = {}
@@ -297,10 +302,12 @@ class RecordEncoder:
     def encode(self, entry: Entry) -> bytes:
         return self.encode_batch((entry,))[0]
 
-    def encode_batch(self, entries: Iterable[Entry]) -> list[bytes]:
-        """Packed Entries, one per entry, in order."""
+    def encode_batch(self, entries: Iterable[Entry], id_base: str = "") -> list[bytes]:
+        """Packed Entries, one per entry, in order; with a record id key, entry i gets the id f"{id_base}{i}"."""
         if self._scrub:
             entries = [e if e[2].isascii() else (*e[:2], _scrub_utf8(e[2]), *e[3:]) for e in entries]
+        if self._id_key:
+            return self._with_ids(list(entries), id_base)
         if not self._fast:
             return [pack_entry(e[1], record_for(e, self._static), self._time_format) for e in entries]
         out: list[bytes] = []
@@ -328,6 +335,19 @@ class RecordEncoder:
                 tail = extras
             append(join((time_bytes, prefix, header, line, tail)))
         return out
+
+
+    def _with_ids(self, entries: list[Entry], id_base: str) -> list[bytes]:
+        """Entries with the id pair as the map's last field (the cached map headers count it already)."""
+        if not self._fast:
+            return [pack_entry(e[1], {**record_for(e, self._static), self._id_name: f"{id_base}{i}"},
+                               self._time_format) for i, e in enumerate(entries)]
+        key, self._id_key = self._id_key, b""  # pack the rest with the plain fast path
+        try:
+            plain = self.encode_batch(entries)
+        finally:
+            self._id_key = key
+        return [packed + key + _pack_str(f"{id_base}{i}") for i, packed in enumerate(plain)]
 
 
 def _scrub_utf8(line: bytes) -> bytes:

@@ -7,7 +7,7 @@ was acknowledged. So a resend after a failure or a kill repeats at most one batc
 is the bound on duplicates.
 
 Each record carries Docker's fluentd-driver layout (container_id, container_name, source, log, extra attributes,
-partial_* on 16 KiB chunks).
+partial_* on 16 KiB chunks) and, with ``forward-record-id``, a ``record_id`` that is the same on every resend.
 """
 
 from __future__ import annotations
@@ -54,13 +54,15 @@ class ForwardSink:
 
     def __init__(self, journal: Journal, store: CursorStore, client: ForwardClient, tag: str,
                  static_fields: dict[str, str], *, event_time: bool, compress: bool, container_id: str,
-                 merge_max: int | None = None) -> None:
+                 merge_max: int | None = None, record_ids: bool = False) -> None:
         self.journal = journal
         self.store = store
         self.client = client
         self.tag = tag
         self.container_id = container_id
-        self.encoder = RecordEncoder(static_fields, time_format="event_time" if event_time else "int")
+        self.encoder = RecordEncoder(static_fields, time_format="event_time" if event_time else "integer",
+                                     record_id_key="record_id" if record_ids else None)
+        self.record_ids = record_ids
         self.compress = compress
         self.merge_max = merge_max  # join 16 KiB chunks up to this many bytes; None: send chunks as they are
         self.decoder = FrameDecoder()
@@ -157,7 +159,9 @@ class ForwardSink:
         if self.merge_max:
             entries = merge_partials(entries, self.merge_max)
         builder = BatchBuilder(self.tag, compress=self.compress)
-        frames = builder.extend(self.encoder.encode_batch(entries))
+        # A resend starts from the same saved cursor, so (container, batch start, index) names the same entry.
+        id_base = f"{self.container_id[:12]}-{start:x}-" if self.record_ids else ""
+        frames = builder.extend(self.encoder.encode_batch(entries, id_base))
         last = builder.flush()
         if last is not None:
             frames.append(last)

@@ -115,3 +115,33 @@ def test_journal_cap_outrunning_a_dead_forwarder_is_counted(metrics_plugin):
     assert total(m, "logbridge_lines_dropped_total") == 0
     assert total(m, "logbridge_journal_bytes") <= 16_000_000 + 2 * 1024 * 1024
     logger.close()
+
+
+def test_record_ids_repeat_on_resend_and_differ_otherwise(metrics_plugin, tmp_path):
+    """forward-record-id: a receiver that drops its connection before acking gets the batch again with the same
+    ids, so an Elasticsearch output using them as _id stores each line once."""
+    import json as _json
+
+    p = metrics_plugin
+    port = free_port()
+    out = tmp_path / "received.jsonl"
+    receiver = subprocess.Popen([sys.executable, "-m", "driver.receiver", "--listen", f"tcp://127.0.0.1:{port}",
+                                 "--output", str(out), "--close-before-ack", "1"], cwd=ROOT)
+    try:
+        time.sleep(0.5)
+        logger = FakeLogger(p, config={"fluentd-address": f"tcp://127.0.0.1:{port}", "forward-record-id": "true",
+                                       "fluentd-retry-wait": "100ms"})
+        logger.start()
+        for i in range(300):
+            logger.log(b"line %d" % i)
+        logger.stop()
+        assert wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 600, timeout=30)
+        records = [_json.loads(line)["record"] for line in out.read_text().splitlines()]
+        by_id = {}
+        for r in records:
+            by_id.setdefault(r["record_id"], set()).add(r["log"])
+        assert len(by_id) == 300  # resent records kept their ids
+        assert all(len(logs) == 1 for logs in by_id.values())  # and an id always names the same line
+    finally:
+        receiver.terminate()
+        receiver.wait(10)

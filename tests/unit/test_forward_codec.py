@@ -653,3 +653,21 @@ def test_requests_before_the_bad_bytes_come_with_the_error():
         server.receive_data(good + b"\xc0" + good)
     [event] = failure.value.events
     assert event.chunk == b"c1"
+
+
+def test_record_ids_are_the_last_field_and_stable_per_position():
+    import msgpack as _msgpack
+
+    from driver.forward.codec import RecordEncoder as _Enc
+
+    static = {"container_id": "c" * 64, "container_name": "/n", "team": "core"}
+    enc = _Enc(static, record_id_key="record_id")
+    entries = [("stdout", 10**18, b"one", False, False, "", 0), ("stderr", 10**18 + 1, b"two", True, True, "p", 2)]
+    packed = enc.encode_batch(entries, id_base="abc-7-")
+    records = [_msgpack.unpackb(p, raw=False, strict_map_key=False)[1] for p in packed]
+    assert [r["record_id"] for r in records] == ["abc-7-0", "abc-7-1"]
+    assert records[0]["log"] == "one" and records[1]["partial_ordinal"] == "2" and records[0]["team"] == "core"
+    assert enc.encode_batch(entries, id_base="abc-7-") == packed  # a resend carries the same ids
+    shadowing = _Enc({**static, "source": "x"}, record_id_key="record_id")  # the slow, generic path
+    slow = [_msgpack.unpackb(p, raw=False, strict_map_key=False)[1] for p in shadowing.encode_batch(entries, "z")]
+    assert [r["record_id"] for r in slow] == ["z0", "z1"]
