@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import time
@@ -229,12 +230,29 @@ def registry() -> Iterator[LocalRegistry]:
         reg.stop()
 
 
-def make(daemon: Dockerd, target: str, **variables: str) -> str:
+def make(daemon: Dockerd, target: str, *, ok: bool = True, **variables: str) -> str:
     args = ["make", "-s", "-C", str(REPO), target, *(f"{k}={v}" for k, v in variables.items())]
     proc = subprocess.run(args, env=daemon.env, capture_output=True, timeout=300)
     out = (proc.stdout + proc.stderr).decode(errors="replace")
-    assert proc.returncode == 0, f"make {target} failed:\n{out}"
+    assert (proc.returncode == 0) == ok, f"make {target} exited with {proc.returncode}:\n{out}"
     return out
+
+
+ELF_MACHINES = {"x86_64": 62, "aarch64": 183}
+
+
+def foreign_plugin_dir(base: Path, plugin_dir: Path, host_arch: str) -> Path:
+    """A plugin whose entrypoint is an ELF header for another CPU (nothing else: it never gets to run)."""
+    other = next(arch for arch in ELF_MACHINES if arch != host_arch)
+    binary = base / "rootfs" / "opt" / "logbridge" / "bin" / "python"
+    binary.parent.mkdir(parents=True)
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    header[18:20] = ELF_MACHINES[other].to_bytes(2, "little")
+    binary.write_bytes(bytes(header))
+    binary.chmod(0o755)
+    shutil.copyfile(plugin_dir / "config.json", base / "config.json")
+    return base
 
 
 def host_fifo(plugin, fifo: str) -> Path:
@@ -245,7 +263,7 @@ def host_fifo(plugin, fifo: str) -> Path:
     return plugin.dockerd.data_root / "plugins" / plugin.id / "propagated-mount" / fifo[len(prefix) :]
 
 
-def test_upgrade_with_running_containers(dockerd, bb_image, plugin_dir, managed_plugin, registry):
+def test_upgrade_with_running_containers(dockerd, bb_image, plugin_dir, managed_plugin, registry, tmp_path):
     """`make push` to a local registry, then `make upgrade` (disable -f, upgrade, architecture check, enable)
     while a container writes: the FIFO survives in the propagated mount, no line is lost, `docker logs` works."""
     plugin = managed_plugin()
@@ -273,3 +291,11 @@ def test_upgrade_with_running_containers(dockerd, bb_image, plugin_dir, managed_
 
     wait_exit(dockerd, cid)
     assert_all_once(path, dockerd, cid, n, "upgrade")
+
+    # built for another CPU: `make upgrade` must leave the plugin disabled rather than try to start it
+    host_arch = dockerd.docker("info", "-f", "{{.Architecture}}").stdout.decode().strip()
+    foreign = foreign_plugin_dir(tmp_path / "foreign", plugin_dir, host_arch)
+    make(dockerd, "push", PLUGIN_DIR=str(foreign), PLUGIN_REF=ref + "-foreign")
+    out = make(dockerd, "upgrade", ok=False, PLUGIN_NAME=plugin.name, PLUGIN_REF=ref + "-foreign")
+    assert f"but this daemon is {host_arch}: leaving {plugin.name} disabled" in out, out
+    assert not plugin.inspect()["Enabled"]
