@@ -717,6 +717,7 @@ def main() -> int:
         print(f"unknown path or workload: {unknown}", file=sys.stderr)
         return 2
     out = Path(os.environ.get("BENCH_OUT", str(REPO / "bench" / "results" / "latest")))
+    out.parent.mkdir(parents=True, exist_ok=True)
     timeout = env_int("BENCH_TIMEOUT", 180)
     state = os.environ.get("BENCH_STATE") or tempfile.mkdtemp(prefix="lbb.", dir="/tmp")
     dockerd = Dockerd(state)
