@@ -216,14 +216,20 @@ def _create_empty(path: str, mode: int) -> int:
 
 
 def _shift_rotated(path: str, max_file: int) -> None:
-    """`.N` -> `.N+1` for every rotated file, dropping the oldest, so that `.1` is free.
+    """`.N` -> `.N+1` for the rotated files below the first free number (dropping the oldest if there is
+    none), so that `.1` is free.
 
+    A kill between this shift and the rename of the current file to `.1` leaves `.1` free: the next rotation
+    fills it instead of shifting the gap along (no file is missing from the numbering, as with json-file).
     Both spellings are shifted whatever `compress` says: a `.N` whose compression failed stays readable and
     in order instead of being overwritten by the next rotation.
     """
-    for ext in ("", ".gz"):
-        _unlink_missing_ok(f"{path}.{max_file - 1}{ext}")
-    for i in range(max_file - 1, 1, -1):
+    top = max_file - 1
+    free = next((n for n in range(1, top) if not any(os.path.exists(f"{path}.{n}{e}") for e in ("", ".gz"))), top)
+    if free == top:
+        for ext in ("", ".gz"):
+            _unlink_missing_ok(f"{path}.{top}{ext}")
+    for i in range(free, 1, -1):
         for ext in ("", ".gz"):
             try:
                 os.rename(f"{path}.{i - 1}{ext}", f"{path}.{i}{ext}")
