@@ -1,80 +1,35 @@
-"""``python -m driver``: serve the plugin API on its unix socket until SIGTERM."""
+"""``python -m driver``: listen on the plugin socket at once, then start the service.
+
+dockerd dials a managed plugin's socket 0.5 s after starting it and then only every 3 s. Binding before the heavy
+imports (aiohttp alone takes ~0.4 s) lets the kernel queue that first connection, so `docker plugin enable` and
+a crash restart take half a second instead of three and a half.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-import signal
+import socket
 
-from aiohttp import web
-
-from driver import __version__, logsetup
-from driver.api import make_app
-from driver.metrics import make_metrics_app
-from driver.registry import Registry
 from driver.settings import Settings
 
-log = logging.getLogger("driver")
 
-
-async def serve(settings: Settings) -> None:
-    loop = asyncio.get_running_loop()
-    os.makedirs(settings.log_root, mode=0o755, exist_ok=True)
-    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
-    registry = Registry(settings, loop)
-    await registry.restore()
-
-    runner = web.AppRunner(make_app(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    os.makedirs(os.path.dirname(settings.socket), exist_ok=True)
-    if os.path.exists(settings.socket):
-        os.unlink(settings.socket)  # left by a killed predecessor
-    site = web.UnixSite(runner, settings.socket)
-    await site.start()
-    os.chmod(settings.socket, 0o600)
-    metrics_runner = await _serve_metrics(settings, registry)
-    log.info(
-        "logbridge serving",
-        extra={
-            "version": __version__,
-            "socket": settings.socket,
-            "log_root": settings.log_root,
-            "state_dir": settings.state_dir,
-        },
-    )
-
-    sweeper = loop.create_task(registry.sweep_forever(settings.retention_interval))
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: flushing and saving cursors")
-    sweeper.cancel()
-    await runner.cleanup()
-    if metrics_runner is not None:
-        await metrics_runner.cleanup()
-    await registry.shutdown()
-    log.info("stopped")
-
-
-async def _serve_metrics(settings: Settings, registry: Registry) -> web.AppRunner | None:
-    if not settings.metrics_addr:
-        return None
-    host, _, port = settings.metrics_addr.rpartition(":")
-    runner = web.AppRunner(
-        make_metrics_app(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0
-    )
-    await runner.setup()
-    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
-    log.info("metrics served", extra={"addr": settings.metrics_addr})
-    return runner
+def listen(path: str) -> socket.socket:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)  # left by a killed predecessor
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)  # dockerd runs as root; nobody else talks to a log driver
+    sock.listen(128)
+    return sock
 
 
 def main() -> None:
     settings = Settings.from_env()
-    logsetup.setup(settings.log_level)
-    asyncio.run(serve(settings))
+    listener = listen(settings.socket)
+    from driver.server import run  # the heavy imports, after the socket accepts connections
+
+    run(settings, listener)
 
 
 if __name__ == "__main__":

@@ -298,6 +298,9 @@ class _Rotated:
     tmp: list[str] = field(default_factory=list)
 
 
+_ROTATED_SUFFIX = re.compile(r"\.[1-9][0-9]*(\.gz)?$")
+
+
 def _rotated_names(path: str) -> _Rotated:
     directory, base = os.path.split(path)
     pattern = re.compile(re.escape(base) + r"\.([1-9][0-9]*)(\.gz|\.gz\.tmp)?")
@@ -542,8 +545,11 @@ class _Window:
             yield entry
 
     def before_since(self, source: _Source, stats: ReadStats) -> bool:
-        """Whether a whole file ends before `since` (checked from its gzip header or its last line)."""
-        if self.since_ns is None:
+        """Whether a whole rotated file ends before `since` (checked from its gzip header or its last line).
+
+        The current file is always read, as json-file reads it: its last line may be older than lines before it
+        (the clock was set back), and nothing newer is left to read."""
+        if self.since_ns is None or not _ROTATED_SUFFIX.search(source.name):
             return False
         last = _source_last_time(source, stats)
         return last is not None and last < self.since_ns
@@ -723,7 +729,10 @@ class Follower:
             return []
         previous_inode, previous_time = self._previous
         newer: list[_Source] = []  # newest first
-        for name in reversed(list_files(self._path, self._compress)[:-1]):
+        taken: set[int | None] = set()  # inodes and last times of `newer`: a rotation during the walk shifts a
+        # file we took to the next name, where we would meet it again
+        # (the current file may be missing for a moment: between the rename and the new file)
+        for name in reversed([n for n in list_files(self._path, self._compress) if n != self._path]):
             source = _open_source(name, self.stats)
             if source is None:
                 continue
@@ -731,15 +740,23 @@ class Follower:
             if inode == entered_inode:
                 # Rotated again since we opened it: what is newer comes with the next poll, not now.
                 _close_all(newer + [source])
-                newer = []
+                newer, taken = [], set()
                 continue
             last = _source_last_time(source, self.stats)
-            if (not source.gz and inode == previous_inode) or (
-                previous_time is not None and (last is None or last <= previous_time)
+            # Plain files are known by inode. Times only for compressed ones (their inode is new): entry times
+            # need not grow (stdout and stderr interleave, clocks are set back), so a plain file whose last line
+            # is older than the previous file's is no proof that it was there before.
+            if (
+                (not source.gz and inode == previous_inode)
+                or (source.gz and previous_time is not None and (last is None or last <= previous_time))
             ):
                 source.close()
                 break
+            if inode in taken or (source.gz and last in taken):
+                source.close()
+                continue
             newer.append(source)
+            taken.update((inode, last))
         try:
             return [line for s in reversed(newer) for line in _source_lines(s, self.stats)]
         finally:

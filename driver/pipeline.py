@@ -12,6 +12,7 @@ import logging
 import os
 from concurrent.futures import Executor
 
+from driver.decoded import DecodedBatches
 from driver.fifo import FifoSource
 from driver.forward.client import ForwardClient, TlsSettings
 from driver.info import LogInfo, extra_attributes, render_tag
@@ -45,6 +46,7 @@ class Pipeline:
         self.journal = Journal(os.path.join(self.dir, "journal"), segment_bytes=max(64 << 10, min(8 << 20, cap // 8)),
                                max_bytes=cap)
         store = CursorStore(os.path.join(self.dir, "cursors"))
+        self.decoded = DecodedBatches()
         self.jsonlog = self._make_jsonlog(settings, store)
         self.forward = self._make_forward(store)
         self.consumers = [self.jsonlog] + ([self.forward] if self.forward else [])
@@ -74,7 +76,7 @@ class Pipeline:
             attrs["tag"] = render_tag(self.opts["tag"], self.info)
         path = log_path(settings.log_root, self.container_id)
         return JsonLogWriter(self.journal, store, path, self.opts["max-size"], self.opts["max-file"],
-                             self.opts["compress"], encode_attrs(attrs), self.stats)
+                             self.opts["compress"], encode_attrs(attrs), self.stats, self.decoded)
 
     def _make_forward(self, store: CursorStore) -> ForwardSink | None:
         opts = self.opts
@@ -87,7 +89,7 @@ class Pipeline:
         return ForwardSink(self.journal, store, client, tag, static, event_time=opts["fluentd-sub-second-precision"],
                            compress=opts["forward-compress"], container_id=self.container_id,
                            merge_max=opts["forward-merge-max-size"] if opts["forward-merge-partials"] else None,
-                           record_ids=opts["forward-record-id"])
+                           record_ids=opts["forward-record-id"], shared=self.decoded)
 
     # ---- FIFO side (event loop) ----------------------------------------------------------------------------
     def attach(self, path: str) -> None:

@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from driver.decoded import DecodedBatches
 from driver.forward.client import ForwardClient, ForwardError
 from driver.forward.codec import BatchBuilder, Frame, RecordEncoder
 from driver.frames import FrameDecoder
@@ -54,7 +55,8 @@ class ForwardSink:
 
     def __init__(self, journal: Journal, store: CursorStore, client: ForwardClient, tag: str,
                  static_fields: dict[str, str], *, event_time: bool, compress: bool, container_id: str,
-                 merge_max: int | None = None, record_ids: bool = False) -> None:
+                 merge_max: int | None = None, record_ids: bool = False,
+                 shared: DecodedBatches | None = None) -> None:
         self.journal = journal
         self.store = store
         self.client = client
@@ -66,6 +68,7 @@ class ForwardSink:
         self.compress = compress
         self.merge_max = merge_max  # join 16 KiB chunks up to this many bytes; None: send chunks as they are
         self.decoder = FrameDecoder()
+        self.shared = shared
         self.cursor: Cursor = store.load(NAME)
         if self.cursor.pos < journal.start:
             self.cursor.pos = journal.start  # the cap took frames while the plugin was down
@@ -143,16 +146,20 @@ class ForwardSink:
         """Read and encode the next batch (worker thread)."""
         while True:
             start = self.cursor.pos
-            data = self.journal.read(start, BATCH_BYTES)
-            if not data:
-                if start < self.journal.start:  # its segment was deleted under us: the cap counted it
-                    self.journal.skip_lost(self.cursor)
-                    continue
-                return None
-            final = self.sealed and start + len(data) >= self.journal.end
-            entries, used = self.decoder.decode(data, final=final)
-            if used == 0:
-                return None
+            decoded = self.shared.get(start) if self.shared is not None else None
+            if decoded is not None:  # the json.log writer decoded this batch already
+                used, entries = decoded
+            else:
+                data = self.journal.read(start, BATCH_BYTES)
+                if not data:
+                    if start < self.journal.start:  # its segment was deleted under us: the cap counted it
+                        self.journal.skip_lost(self.cursor)
+                        continue
+                    return None
+                final = self.sealed and start + len(data) >= self.journal.end
+                entries, used = self.decoder.decode(data, final=final)
+                if used == 0:
+                    return None
             if self.journal.take(self.cursor, start, used):
                 break
         lines = len(entries)  # counted in lines (as received), whatever merging does to records

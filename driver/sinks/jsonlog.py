@@ -13,6 +13,7 @@ import logging
 import os
 import time
 
+from driver.decoded import DecodedBatches
 from driver.frames import FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
 from driver.jsonfile import encode_entries
@@ -29,13 +30,14 @@ class JsonLogWriter:
     name = NAME
 
     def __init__(self, journal: Journal, store: CursorStore, path: str, max_size: int | None, max_file: int,
-                 compress: bool, attrs_json: bytes | None, stats) -> None:
+                 compress: bool, attrs_json: bytes | None, stats, shared: DecodedBatches | None = None) -> None:
         self.journal = journal
         self.store = store
         self.logfile = LogFile(path, max_size, max_file, compress, on_rotate=self.on_rotate)
         self.attrs_json = attrs_json
         self.stats = stats  # per-container counters (driver.stats.ContainerStats)
         self.decoder = FrameDecoder()
+        self.shared = shared  # batches decoded here are offered to the container's other consumers
         self.cursor: Cursor = store.load(NAME)
         self.sealed = False  # the journal will not grow any more (FIFO closed)
         self.disk_full = False
@@ -62,6 +64,10 @@ class JsonLogWriter:
                 log.info("json.log cut back to its last consistent size",
                          extra={"path": self.logfile.path, "from": self.logfile.size, "to": size})
                 self.logfile.truncate_to(size)
+        else:
+            # Nothing saved yet (a new pipeline): record json.log as it is now, so that a kill before the first
+            # periodic save cuts json.log back to here instead of keeping lines that the replay writes again.
+            self.flush()
         self._skip = int(extra.get("skip", 0))
         if "stats" in extra:
             self.stats.restore(extra["stats"])
@@ -97,6 +103,8 @@ class JsonLogWriter:
         final = self.sealed and start + len(data) >= self.journal.end
         garbled_before = self.decoder.garbled
         entries, used = self.decoder.decode(data, final=final)
+        if self.shared is not None and used:
+            self.shared.put(start, used, entries)
         if used == 0:
             self._maybe_save()
             return False

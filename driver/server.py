@@ -1,0 +1,72 @@
+"""The service: registry, plugin API on the already-listening unix socket, metrics, retention, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from aiohttp import web
+
+from driver import __version__, logsetup
+from driver.api import make_app
+from driver.metrics import make_metrics_app
+from driver.registry import Registry
+from driver.settings import Settings
+
+log = logging.getLogger("driver")
+
+
+async def serve(settings: Settings, listener: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    os.makedirs(settings.log_root, mode=0o755, exist_ok=True)
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    registry = Registry(settings, loop)
+    await registry.restore()
+
+    runner = web.AppRunner(make_app(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.SockSite(runner, listener).start()
+    metrics_runner = await _serve_metrics(settings, registry)
+    log.info(
+        "logbridge serving",
+        extra={
+            "version": __version__,
+            "socket": settings.socket,
+            "log_root": settings.log_root,
+            "state_dir": settings.state_dir,
+        },
+    )
+
+    sweeper = loop.create_task(registry.sweep_forever(settings.retention_interval))
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: flushing and saving cursors")
+    sweeper.cancel()
+    await runner.cleanup()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
+    await registry.shutdown()
+    log.info("stopped")
+
+
+async def _serve_metrics(settings: Settings, registry: Registry) -> web.AppRunner | None:
+    if not settings.metrics_addr:
+        return None
+    host, _, port = settings.metrics_addr.rpartition(":")
+    runner = web.AppRunner(
+        make_metrics_app(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
+    await runner.setup()
+    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+    log.info("metrics served", extra={"addr": settings.metrics_addr})
+    return runner
+
+
+def run(settings: Settings, listener: socket.socket) -> None:
+    logsetup.setup(settings.log_level)
+    asyncio.run(serve(settings, listener))
