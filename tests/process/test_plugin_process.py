@@ -144,7 +144,7 @@ def test_sigkill_while_writing_loses_and_duplicates_nothing(plugin):
             nums += [int(x) for x in lines_of(f)]
         return nums
 
-    assert wait_for(lambda: len(all_numbers()) >= 30000, timeout=30)
+    assert wait_for(lambda: len(all_numbers()) >= 30000, timeout=60)
     assert all_numbers() == list(range(30000))
 
 
@@ -195,7 +195,7 @@ def test_full_disk_keeps_draining_counts_drops_and_recovers(tmp_path):
         for i in range(3):
             logger.log(b"after recovery %d" % i)
         logger.stop()
-        assert wait_for(lambda: lines_of(path)[-1:] == [b"after recovery 2\n"], timeout=20)
+        assert wait_for(lambda: lines_of(path)[-1:] == [b"after recovery 2\n"], timeout=60)
         assert b"after recovery 0\n" in lines_of(path)
         assert "journal disk full" in plugin.stdout.read_text()
         m = scrape(addr)
