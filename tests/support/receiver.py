@@ -47,6 +47,8 @@ class ReceiverProcess:
         self.stderr_path = self.workdir / "receiver.err"
         self._proc: subprocess.Popen | None = None
         self.summaries: list[dict] = []  # one per incarnation that exited on SIGTERM
+        self._records: list[dict] = []
+        self._read_pos = 0
 
     @property
     def address(self) -> str:
@@ -120,12 +122,18 @@ class ReceiverProcess:
 
     # ---- what arrived ------------------------------------------------------------------------------------
     def records(self) -> list[dict]:
-        """Every record line printed so far: {"tag", "time", "time_ns", "record"}."""
+        """Every record line printed so far: {"tag", "time", "time_ns", "record"} (read incrementally: the
+        output file only grows)."""
         try:
-            data = self.output.read_bytes()
+            with open(self.output, "rb") as f:
+                f.seek(self._read_pos)
+                data = f.read()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in data.split(b"\n")[:-1]]
+        complete = data.rfind(b"\n") + 1  # a torn last line is read again next time
+        self._records += [json.loads(line) for line in data[:complete].split(b"\n")[:-1]]
+        self._read_pos += complete
+        return list(self._records)
 
     def logs(self) -> list[str]:
         return [r["record"].get("log", "") for r in self.records()]
