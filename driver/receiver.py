@@ -218,6 +218,9 @@ class Receiver:
             return None
         if self.config.ack_delay > 0:
             await asyncio.sleep(self.config.ack_delay)
+        flush = getattr(self.sink, "flush", None)
+        if flush is not None:
+            flush()  # what is acked is on disk first: a receiver killed right after an ack has printed it
         writer.write(protocol.ack(chunk))
         self.stats.acks += 1
         return None
@@ -305,9 +308,9 @@ class _LineWriter:
         self._stream.write(json.dumps(line, ensure_ascii=False) + "\n")
         if not self._pending:
             self._pending = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self._pending = False
         self._stream.flush()
 
