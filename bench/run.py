@@ -652,7 +652,8 @@ def markdown(result: dict) -> str:
         unit, per = ("GB", "per_gb") if wl in PER_GB else ("M", "per_m")
         lines += [f"## {result['workloads'][wl]}", "",
                   f"| path | exit s | stored s | acked s | lines/s | MB/s | plugin CPU-s/{unit} | "
-                  f"dockerd CPU-s/{unit} | receiver CPU-s/{unit} | PSS idle MB | PSS peak MB | lost | exit × json-file | "
+                  f"dockerd CPU-s/{unit} | receiver CPU-s/{unit} | PSS idle MB | PSS peak MB | lost | "
+                  "exit × json-file | "
                   "stored/acked × json-file |",
                   "|" + "---|" * 14]
         for path, s in paths.items():
