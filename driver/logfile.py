@@ -730,10 +730,20 @@ class Follower:
         previous_inode, previous_time = self._previous
         newer: list[_Source] = []  # newest first
         taken: set[int | None] = set()  # inodes and last times of `newer`: a rotation during the walk shifts a
-        # file we took to the next name, where we would meet it again
-        # (the current file may be missing for a moment: between the rename and the new file)
-        for name in reversed([n for n in list_files(self._path, self._compress) if n != self._path]):
-            source = _open_source(name, self.stats)
+        # file we took to the next number, where we would meet it again
+        # The walk goes by number, not by a listing: a rotation shifts `.N` to `.N+1` from the oldest down, so a
+        # listing made meanwhile can miss a number for good, while a number missing when opened only means that
+        # its file is at the next number already.
+        number, highest = 0, 0
+        while True:
+            number += 1
+            if number > highest:
+                highest = _highest_rotated(self._path, self._compress)
+                if number > highest:
+                    break
+            source = _open_source(f"{self._path}.{number}", self.stats)
+            if source is None and self._compress:
+                source = _open_source(f"{self._path}.{number}.gz", self.stats)
             if source is None:
                 continue
             inode = os.fstat(source.fd).st_ino
@@ -761,6 +771,11 @@ class Follower:
             return [line for s in reversed(newer) for line in _source_lines(s, self.stats)]
         finally:
             _close_all(newer)
+
+
+def _highest_rotated(path: str, compress: bool) -> int:
+    rotated = _rotated_names(path)
+    return max([*rotated.plain, *(rotated.gz if compress else ())], default=0)
 
 
 def _inode(path: str) -> int | None:
