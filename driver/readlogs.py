@@ -119,8 +119,8 @@ async def _follow(loop, request, response, registry, container_id: str, path: st
         while not follower.done:
             pipeline = registry.pipelines.get(container_id)
             ended = pipeline is None or pipeline.fifo is None
-            if ended and pipeline is not None:
-                await pipeline.json_log_caught_up(CATCH_UP_LIMIT)
+            if ended and pipeline is not None and not await pipeline.json_log_caught_up(FOLLOW_POLL):
+                ended = False  # json.log is still behind its journal: its last lines are yet to come
             new = await loop.run_in_executor(None, follower.poll)
             if new:
                 await response.write(_frames(new))
