@@ -9,6 +9,7 @@ import signal
 import socket
 
 from aiohttp import web
+from google.protobuf.internal import api_implementation
 
 from driver import __version__, logsetup
 from driver.api import make_app
@@ -30,15 +31,11 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
     await runner.setup()
     await web.SockSite(runner, listener).start()
     metrics_runner = await _serve_metrics(settings, registry)
-    log.info(
-        "logbridge serving",
-        extra={
-            "version": __version__,
-            "socket": settings.socket,
-            "log_root": settings.log_root,
-            "state_dir": settings.state_dir,
-        },
-    )
+    log.info("logbridge serving", extra={"version": __version__, "socket": settings.socket,
+                                          "log_root": settings.log_root, "state_dir": settings.state_dir,
+                                          "protobuf": api_implementation.Type()})
+    if api_implementation.Type() != "upb":
+        log.warning("protobuf runs its pure-Python parser: decoding frames is several times slower")
 
     sweeper = loop.create_task(registry.sweep_forever(settings.retention_interval))
     stop = asyncio.Event()
