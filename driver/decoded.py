@@ -25,3 +25,6 @@ class DecodedBatches:
         self._batches[start] = (used, entries)
         while len(self._batches) > self._keep:
             self._batches.popitem(last=False)
+
+    def clear(self) -> None:
+        self._batches.clear()

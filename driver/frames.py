@@ -59,7 +59,6 @@ class FrameDecoder:
     """
 
     def __init__(self) -> None:
-        self._msg = LogEntry()
         self.skipped_bytes = 0  # garbage bytes stepped over
         self.garbled = 0  # places where the stream had to be resynchronised
         self._lost = False  # inside garbage whose end is not in sight yet: one incident, counted once
@@ -67,7 +66,9 @@ class FrameDecoder:
     def decode(self, buf: bytes, final: bool = False) -> tuple[list[tuple], int]:
         out: list[tuple] = []
         append = out.append
-        msg = self._msg
+        # A fresh message per call: upb's parse arena only grows while its message lives, so one message reused
+        # for every frame held ~130 bytes per frame ever decoded (the whole journal, in effect).
+        msg = LogEntry()
         parse = msg.ParseFromString
         view = memoryview(buf)
         pos = 0

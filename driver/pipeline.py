@@ -265,6 +265,7 @@ class Pipeline:
         return self._closing
 
     def _close_sync(self) -> None:
+        self.decoded.clear()
         for c in self.consumers:
             c.close()
         self.journal.release(min(c.saved_pos for c in self.consumers))  # worker thread: no cap task from here
