@@ -59,6 +59,7 @@ class FrameDecoder:
     """
 
     def __init__(self) -> None:
+        self.counts = (0, 0, 0, 0)  # the last decode's (stdout lines, stdout bytes, stderr lines, stderr bytes)
         self.skipped_bytes = 0  # garbage bytes stepped over
         self.garbled = 0  # places where the stream had to be resynchronised
         self._lost = False  # inside garbage whose end is not in sight yet: one incident, counted once
@@ -73,6 +74,7 @@ class FrameDecoder:
         view = memoryview(buf)
         pos = 0
         end = len(buf)
+        out_lines = out_bytes = err_lines = err_bytes = 0
         while end - pos >= HEADER:
             (length,) = _unpack_len(buf, pos)
             stop = pos + HEADER + length
@@ -97,15 +99,23 @@ class FrameDecoder:
                 pos = self._resync(buf, pos, final)
                 continue
             self._lost = False
+            line = msg.line
+            if source == "stderr":  # counted here, where the fields are at hand: a second pass costs more
+                err_lines += 1
+                err_bytes += len(line)
+            else:
+                out_lines += 1
+                out_bytes += len(line)
             if msg.partial:
                 meta = msg.partial_log_metadata
-                append((source, msg.time_nano, msg.line, True, meta.last, meta.id, meta.ordinal))
+                append((source, msg.time_nano, line, True, meta.last, meta.id, meta.ordinal))
             else:
-                append((source, msg.time_nano, msg.line, False, False, "", 0))
+                append((source, msg.time_nano, line, False, False, "", 0))
             pos = stop
         if final and pos < end:
             self._skip(end - pos)
             pos = end
+        self.counts = (out_lines, out_bytes, err_lines, err_bytes)
         return out, pos
 
     def _resync(self, buf: bytes, pos: int, final: bool) -> int:

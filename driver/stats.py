@@ -24,15 +24,12 @@ class ContainerStats:
     dropped_lines: Counter = field(default_factory=Counter)  # by reason
     dropped_bytes: Counter = field(default_factory=Counter)
 
-    def received(self, entries: list[tuple]) -> None:
-        out = [e for e in entries if e[0] == "stdout"]
-        n_out = len(out)
-        b_out = sum(len(e[2]) for e in out)
-        self.received_lines["stdout"] += n_out
-        self.received_lines["stderr"] += len(entries) - n_out
-        total = sum(len(e[2]) for e in entries)
-        self.received_bytes["stdout"] += b_out
-        self.received_bytes["stderr"] += total - b_out
+    def received(self, out_lines: int, out_bytes: int, err_lines: int, err_bytes: int) -> None:
+        """A decoded batch's counts (FrameDecoder.counts)."""
+        self.received_lines["stdout"] += out_lines
+        self.received_bytes["stdout"] += out_bytes
+        self.received_lines["stderr"] += err_lines
+        self.received_bytes["stderr"] += err_bytes
 
     def written(self, n: int) -> None:
         self.lines_written += n

@@ -103,6 +103,7 @@ class JsonLogWriter:
         final = self.sealed and start + len(data) >= self.journal.end
         garbled_before = self.decoder.garbled
         entries, used = self.decoder.decode(data, final=final)
+        counts = self.decoder.counts
         if self.shared is not None and used:
             self.shared.put(start, used, entries)
         if used == 0:
@@ -113,15 +114,13 @@ class JsonLogWriter:
         self._stats_before = self.stats.to_json()  # what a save inside this batch records (see on_rotate)
         if self.decoder.garbled != garbled_before:
             self.stats.garbled(self.decoder.garbled - garbled_before)
-        self._batch_skipped = min(self._skip, len(entries))
-        if self._skip:
-            # Written before a crash, left out of the replay: count them now, as the saved counts predate them.
-            skipped, entries = entries[: self._batch_skipped], entries[self._batch_skipped :]
-            self._skip -= len(skipped)
-            self.stats.received(skipped)
-            self.stats.written(len(skipped))
-        if entries:
-            self._write(entries, start)
+        # Entries written before a crash are left out of the replay (but counted: the saved counts predate them).
+        skip = self._batch_skipped = min(self._skip, len(entries))
+        if len(entries) > skip:
+            self._write(entries[skip:] if skip else entries, start)  # a full disk raises: nothing is consumed
+        self._skip -= skip
+        self.stats.received(*counts)
+        self.stats.written(len(entries))
         self.written_pos = self.cursor.pos
         self._maybe_save()
         return True
@@ -140,8 +139,6 @@ class JsonLogWriter:
         if self.disk_full:
             self.disk_full = False
             log.warning("log disk has room again", extra={"path": self.logfile.path})
-        self.stats.received(entries)
-        self.stats.written(len(entries))
 
     def _undo(self, start: int, size_before: int) -> None:
         """A full disk stopped a batch: cut the torn part and rewind, so the batch is written again later."""

@@ -123,3 +123,11 @@ def test_plausible_length_running_past_the_end_hides_no_frames_at_eof():
     assert [e[2] for e in entries] == [b"before"]  # more bytes may still come: wait
     rest, _ = dec.decode(buf[used:], final=True)
     assert [e[2] for e in rest] == [b"after garbage"] and dec.garbled == 1
+
+
+def test_decoder_counts_lines_and_bytes_per_stream():
+    buf = b"".join(encode_entry((s, 1, line, False, False, "", 0))
+                   for s, line in [("stdout", b"ab"), ("stderr", b"cde"), ("stdout", b""), ("stderr", b"f")])
+    dec = FrameDecoder()
+    dec.decode(buf)
+    assert dec.counts == (2, 2, 2, 4)

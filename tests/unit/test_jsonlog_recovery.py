@@ -70,3 +70,30 @@ def test_torn_last_line_is_cut_back(tmp_path):
     b.journal.write(frames(10, 5))
     drain(b)
     assert all_numbers(tmp_path) == list(range(15))
+
+
+def test_full_disk_during_a_replay_neither_loses_nor_doubles(tmp_path):
+    import errno
+
+    import pytest
+
+    a = writer(tmp_path, max_size=2000)
+    a.flush()
+    a.journal.write(frames(0, 300))
+    drain(a)  # rotations inside the batch: the replay below starts with entries to leave out
+    b = writer(tmp_path, max_size=2000)
+    real = b.logfile.write_lines
+    calls = []
+
+    def full_once(lines):
+        calls.append(len(lines))
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(lines)
+
+    b.logfile.write_lines = full_once
+    with pytest.raises(OSError):
+        b.pump()
+    drain(b)  # room again
+    assert all_numbers(tmp_path) == list(range(300))
+    assert b.stats.lines_written == 300 and b.stats.received_lines["stdout"] == 300
