@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.process.test_metrics_process import free_port, scrape, total
 from tests.plugin_harness import wait_for
+from tests.process.test_metrics_process import free_port, scrape, total
 from tests.support.receiver import ReceiverProcess
 
 pytestmark = pytest.mark.e2e
