@@ -545,11 +545,11 @@ class _Window:
             yield entry
 
     def before_since(self, source: _Source, stats: ReadStats) -> bool:
-        """Whether a whole rotated file ends before `since` (checked from its gzip header or its last line).
+        """Whether a whole compressed file ends before `since`, by the lastTime in its gzip header.
 
-        The current file is always read, as json-file reads it: its last line may be older than lines before it
-        (the clock was set back), and nothing newer is left to read."""
-        if self.since_ns is None or not _ROTATED_SUFFIX.search(source.name):
+        Only `.gz` files are skipped, as json-file skips them: a file's last line may be older than lines before it
+        (the clock was set back), so a plain file is read, and nothing is lost to a clock step."""
+        if self.since_ns is None or not source.gz or not _ROTATED_SUFFIX.search(source.name):
             return False
         last = _source_last_time(source, stats)
         return last is not None and last < self.since_ns

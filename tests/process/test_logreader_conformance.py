@@ -635,8 +635,6 @@ def test_reader_goes_away(plugin):
     assert numbers(read_stopped(plugin, logger.container_id)) == list(range(2000))
 
 
-@pytest.mark.xfail(strict=True, reason="known divergence: --since skips a plain rotated file by its last line; "
-                   "json-file skips only .gz files (by lastTime), so lines before a clock step-back are lost")
 def test_since_with_the_clock_set_back_at_the_end_of_a_rotated_file(plugin):
     """The suite's "someone adjusted the clock" message, at the end of a rotated file instead of the current one."""
     config = {"max-size": "1k", "max-file": "5"}

@@ -303,15 +303,15 @@ def test_tail_and_since(rotated_log: Path):
     assert read(rotated_log, tail=3, since=t(50)) == entries(97, 100)
 
 
-def test_since_skips_uncompressed_files_from_their_last_line(log_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(logfile, "_READ_BLOCK", 200)
+def test_since_reads_uncompressed_rotated_files_as_json_file_does(log_path: Path):
+    # A plain file's last line says nothing about the lines before it once the clock stepped back: read them.
     w = LogFile(str(log_path), 5000, 3, False)
     w.write_lines(lines(0, 200))
     w.close()
     rotated = sum(log_path.with_name(n).stat().st_size for n in ["c-json.log.1", "c-json.log.2"])
     stats = ReadStats()
     assert read(log_path, since=t(199), stats=stats) == entries(199, 200)
-    assert stats.bytes_read < log_path.stat().st_size * 2 + rotated / 10
+    assert stats.bytes_read >= rotated
 
 
 def test_until_ends_the_read(rotated_log: Path):
