@@ -180,8 +180,6 @@ class Registry:
 
     async def sweep_forever(self, interval: float) -> None:
         """Apply the retention rules every ``interval`` seconds (in a worker thread: it stats many files)."""
-        if not (self.retention.policy.retention_seconds or self.retention.policy.max_bytes):
-            return
         while True:
             try:
                 await self._loop.run_in_executor(self._executor, self.retention.sweep)

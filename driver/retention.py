@@ -8,7 +8,8 @@ Two rules, applied periodically to containers that have no pipeline (stopped, no
   containers, oldest first. The current file of a running container is never touched.
 
 Only logbridge's own files are deleted: with the recommended layout the log root is Docker's containers folder,
-whose other files belong to dockerd.
+whose other files belong to dockerd. There ``docker rm`` removes a container's folder, logs included; the plugin's
+state for it (journal, cursors) is forgotten at the next sweep.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ class Retention:
         self.removed_files = 0
 
     def sweep(self) -> None:
-        """One pass of both rules (in a worker thread)."""
+        """One pass of the rules (in a worker thread)."""
+        self._forget_removed()
+        if not (self.policy.retention_seconds or self.policy.max_bytes):
+            return
         containers = self._scan()
         if self.policy.retention_seconds > 0:
             horizon = time.time() - self.policy.retention_seconds
@@ -61,6 +65,21 @@ class Retention:
             containers = [c for c in containers if c.running or c.last_write >= horizon]
         if self.policy.max_bytes > 0:
             self._enforce_size(containers)
+
+    def _forget_removed(self) -> None:
+        """State of stopped containers whose log folder is gone (``docker rm`` with the recommended layout, or
+        removed by hand): nothing is left to serve or send, so the journal and cursors go too."""
+        root = os.path.join(self.state_dir, "containers")
+        if not os.path.isdir(root):
+            return
+        for cid in os.listdir(root):
+            if not os.path.isdir(os.path.join(self.log_root, cid)) and not self._is_running(cid):
+                with self._lock:
+                    if self._is_running(cid) or os.path.isdir(os.path.join(self.log_root, cid)):
+                        continue
+                    shutil.rmtree(os.path.join(root, cid), ignore_errors=True)
+                    self.removed_containers += 1
+                log.info("forgot a removed container", extra={"container": cid[:12]})
 
     def _scan(self) -> list[_Container]:
         state = os.path.join(self.state_dir, "containers")
