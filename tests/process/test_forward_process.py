@@ -17,19 +17,11 @@ import pytest
 from driver.forward import codec
 from driver.frames import encode_entry
 from driver.sinks.forward import BATCH_BYTES
-from tests.plugin_harness import FakeLogger, PluginProcess, wait_for
+from tests.plugin_harness import FakeLogger, wait_for
 from tests.support.receiver import ReceiverProcess, free_port, numbers
 
 F_GETPIPE_SZ = 1032
 FAST = {"fluentd-retry-wait": "100ms"}
-
-
-@pytest.fixture
-def plugin(tmp_path):
-    p = PluginProcess(tmp_path).start()
-    yield p
-    if p.proc and p.proc.poll() is None:
-        p.kill()
 
 
 @pytest.fixture

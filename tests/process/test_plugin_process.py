@@ -16,14 +16,6 @@ from driver.jsonfile import decode_line
 from tests.plugin_harness import FakeLogger, PluginProcess, wait_for
 
 
-@pytest.fixture
-def plugin(tmp_path):
-    p = PluginProcess(tmp_path).start()
-    yield p
-    if p.proc and p.proc.poll() is None:
-        p.kill()
-
-
 def lines_of(path) -> list[bytes]:
     if not os.path.exists(path):
         return []
