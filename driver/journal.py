@@ -193,6 +193,12 @@ class Journal:
             if start >= self._starts[0] and cursor.pos > start:
                 cursor.pos = start
 
+    def count_lost(self, cursor: Cursor, frames: int, nbytes: int) -> None:
+        """Frames a consumer held in memory whose journal bytes the cap gave up meanwhile."""
+        with self._lock:
+            cursor.dropped_frames += frames
+            cursor.dropped_bytes += nbytes
+
     def skip_lost(self, cursor: Cursor) -> int:
         """A cursor left before the oldest segment (segments lost outside the cap): jump to the start."""
         with self._lock:

@@ -46,7 +46,8 @@ class Pipeline:
         self.journal = Journal(os.path.join(self.dir, "journal"), segment_bytes=max(64 << 10, min(8 << 20, cap // 8)),
                                max_bytes=cap)
         store = CursorStore(os.path.join(self.dir, "cursors"))
-        self.decoded = DecodedBatches()
+        # Only worth its memory when a sink reads the same batches right after the json.log writer.
+        self.decoded = DecodedBatches(self._sink_reads_next) if opts["fluentd-address"] else None
         self.jsonlog = self._make_jsonlog(settings, store)
         self.forward = self._make_forward(store)
         self.consumers = [self.jsonlog] + ([self.forward] if self.forward else [])
@@ -69,6 +70,9 @@ class Pipeline:
         self.closed = asyncio.Event()
         self._tasks = [loop.create_task(self._run(c)) for c in self.consumers]
         self.poke()  # a restart may find work left in the journal
+
+    def _sink_reads_next(self, start: int) -> bool:
+        return self.forward is not None and self.forward.cursor.pos == start
 
     def _make_jsonlog(self, settings: Settings, store: CursorStore) -> JsonLogWriter:
         attrs = extra_attributes(self.info, self.opts)
@@ -265,7 +269,8 @@ class Pipeline:
         return self._closing
 
     def _close_sync(self) -> None:
-        self.decoded.clear()
+        if self.decoded is not None:
+            self.decoded.clear()
         for c in self.consumers:
             c.close()
         self.journal.release(min(c.saved_pos for c in self.consumers))  # worker thread: no cap task from here

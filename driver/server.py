@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -64,6 +65,22 @@ async def _serve_metrics(settings: Settings, registry: Registry) -> web.AppRunne
     return runner
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def _keep_malloc_small() -> None:
+    """Large buffers (1 MiB batches, joined json.log writes) straight from mmap, so they go back when freed.
+
+    glibc raises its mmap threshold to the size of each large block freed, after which such blocks come from
+    the worker threads' arenas and stay there: 100 containers at once held 1.6 GB after their burst. A fixed
+    threshold keeps the plugin at its working size (measured: 100 MB peak)."""
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def run(settings: Settings, listener: socket.socket) -> None:
+    _keep_malloc_small()
     logsetup.setup(settings.log_level)
     asyncio.run(serve(settings, listener))

@@ -27,7 +27,7 @@ from driver.partials import merge_partials
 log = logging.getLogger(__name__)
 
 NAME = "forward"
-BATCH_BYTES = 1 << 20
+BATCH_BYTES = 256 << 10  # journal bytes per batch: ~4k short lines, ~1 MB of Python objects while in flight
 LOG_EVERY = 30.0  # seconds between repeated "aggregator unreachable" log lines (never one per line)
 
 
@@ -103,50 +103,67 @@ class ForwardSink:
         return self._pending is None and self.cursor.pos >= self.journal.end
 
     async def step(self, loop: asyncio.AbstractEventLoop, executor) -> bool:
-        """Deliver one batch (preparing it in a worker thread). False when there is nothing to send."""
+        """Deliver one batch. False when there is nothing to send.
+
+        The next batch is read and encoded in a worker thread while this one travels and waits for its ack, so
+        the plugin and the aggregator work at the same time; it is not sent before this one is acknowledged.
+        When a delivery fails, nothing is kept in memory: the cursor goes back to the last acknowledged batch
+        and the journal is read again on the next attempt (the client waits its backoff first), so a sink whose
+        aggregator is away costs disk, not memory."""
         if self._pending is None:
             self._pending = await loop.run_in_executor(executor, self._prepare)
             if self._pending is None:
                 return False
         batch = self._pending
-        for i, frame in enumerate(batch.frames):
-            await self._deliver(frame)
-            batch.frames[i] = Frame(None, b"", frame.count)  # delivered: never resent within this run
-        self._pending = None
-        self.stats.acked += batch.records
-        self._saved_pos = batch.end
-        await loop.run_in_executor(executor, self._save, batch.end)
-        return True
-
-    async def _deliver(self, frame: Frame) -> None:
-        """Send until acknowledged; the client backs off between attempts, so this never spins."""
-        attempt = 0
-        while True:
-            if frame.count == 0 and not frame.data:
-                return
-            try:
+        following = loop.run_in_executor(executor, self._prepare)
+        try:
+            for frame in batch.frames:
                 await self.client.send(frame.data, frame.chunk_id)
                 self.stats.forwarded += frame.count
-                self.stats.connected = True
-                if attempt:
-                    log.info("aggregator reachable again", extra={"sink": NAME, "address": str(self.client.address)})
-                return
-            except ForwardError as exc:
-                attempt += 1
-                self.stats.failures += 1
-                self.stats.retried += frame.count
-                self.stats.connected = False
-                now = time.monotonic()
-                if now - self._last_complaint >= LOG_EVERY:
-                    self._last_complaint = now
-                    log.warning("forwarding failed; lines wait in the journal",
-                                extra={"sink": NAME, "container": self.container_id[:12], "error": str(exc)})
+        except ForwardError as exc:
+            await asyncio.wait([following])  # let it finish taking from the cursor before the rewind
+            taken = [batch] + ([following.result()] if not following.exception() and following.result() else [])
+            self._failed(taken, exc)
+            return True
+        except BaseException:
+            following.add_done_callback(lambda f: f.exception())  # closing: the saved cursor re-reads it later
+            raise
+        if not self.stats.connected:
+            self.stats.connected = True
+            if self.stats.failures:
+                log.info("aggregator reachable again", extra={"sink": NAME, "address": str(self.client.address)})
+        self.stats.acked += batch.records
+        self._saved_pos = batch.end
+        self._pending = None
+        await loop.run_in_executor(executor, self._save, batch.end)
+        self._pending = await following
+        return True
+
+    def _failed(self, taken: list[_Batch], exc: ForwardError) -> None:
+        """Forget the batches taken since the last ack and read them again later from the journal."""
+        self.stats.failures += 1
+        self.stats.retried += taken[0].records
+        self.stats.connected = False
+        self._pending = None
+        if self.shared is not None:
+            self.shared.clear()
+        if self._saved_pos < self.journal.start:
+            # The cap gave up journal under these batches while they were in memory: they are lost, and counted
+            # like the cap's other drops.
+            self.journal.count_lost(self.cursor, sum(b.records for b in taken), taken[-1].end - taken[0].start)
+            self._saved_pos = taken[-1].end
+        self.journal.rewind(self.cursor, self._saved_pos)
+        now = time.monotonic()
+        if now - self._last_complaint >= LOG_EVERY:
+            self._last_complaint = now
+            log.warning("forwarding failed; lines wait in the journal",
+                        extra={"sink": NAME, "container": self.container_id[:12], "error": str(exc)})
 
     def _prepare(self) -> _Batch | None:
         """Read and encode the next batch (worker thread)."""
         while True:
             start = self.cursor.pos
-            decoded = self.shared.get(start) if self.shared is not None else None
+            decoded = self.shared.take(start) if self.shared is not None else None
             if decoded is not None:  # the json.log writer decoded this batch already
                 used, entries = decoded
             else:

@@ -22,7 +22,7 @@ from driver.logfile import LogFile
 log = logging.getLogger(__name__)
 
 NAME = "jsonlog"
-BATCH_BYTES = 1 << 20
+BATCH_BYTES = 256 << 10  # journal bytes per batch: ~4k short lines, ~1 MB of Python objects while in flight
 SAVE_INTERVAL = 1.0  # seconds between cursor saves: bounds replay work after a kill, never correctness
 
 
