@@ -8,6 +8,7 @@ so CI cannot pass without them. Needs root.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -158,3 +159,21 @@ def json_file_run(dockerd: Dockerd, docker_run: Callable[..., RunResult]) -> Cal
         return result, dockerd.json_file_log(result.container_id)
 
     return run
+
+
+@contextlib.contextmanager
+def another_dockerd(**kwargs) -> Iterator[Dockerd]:
+    """A second private dockerd (Dockerd(**kwargs): another time zone, live-restore ...) with the busybox image;
+    its containers and plugins are removed and the daemon purged afterwards."""
+    daemon = Dockerd(**kwargs)
+    try:
+        daemon.start()
+        import_busybox(daemon)
+        yield daemon
+    finally:
+        try:
+            daemon.remove_containers()
+            for name in daemon.docker("plugin", "ls", "-q", check=False).stdout.decode().split():
+                daemon.docker("plugin", "rm", "-f", name, check=False)
+        finally:
+            daemon.stop(purge=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from driver.jsonfile import parse_time
-from tests.support import Dockerd, import_busybox, read_entries, wait_for
+from tests.e2e.conftest import another_dockerd
+from tests.support import Dockerd, read_entries, wait_for
 from tests.support.cli import find_binary
 
 pytestmark = pytest.mark.e2e
@@ -189,16 +190,8 @@ def test_docker_logs_equals_json_file(dockerd, bb_image, plugin):
 def zoned_dockerd(dockerd) -> Iterator[Dockerd]:
     """A second private dockerd whose local time zone is St. John's (-03:30); only for one test."""
     assert Path("/usr/share/zoneinfo", ST_JOHNS).exists(), "tzdata is missing"
-    daemon = Dockerd(env={"TZ": ST_JOHNS})
-    try:
-        daemon.start()
-        import_busybox(daemon)
+    with another_dockerd(env={"TZ": ST_JOHNS}) as daemon:
         yield daemon
-    finally:
-        try:
-            daemon.remove_containers()
-        finally:
-            daemon.stop(purge=True)
 
 
 def test_docker_logs_equals_json_file_with_dockerd_in_another_zone(zoned_dockerd, legacy_plugin):

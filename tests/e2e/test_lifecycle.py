@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import another_dockerd
 from tests.support import (
     Dockerd,
     create_managed_plugin,
-    import_busybox,
     read_entries,
     wait_for,
 )
@@ -156,18 +156,8 @@ def test_plugin_restart_while_a_container_writes_loses_nothing(dockerd, bb_image
 @pytest.fixture
 def live_dockerd(dockerd) -> Iterator[Dockerd]:
     """A second private dockerd with "live-restore": true (the session's daemon is not restarted)."""
-    daemon = Dockerd(config={"live-restore": True})
-    try:
-        daemon.start()
-        import_busybox(daemon)
+    with another_dockerd(config={"live-restore": True}) as daemon:
         yield daemon
-    finally:
-        try:
-            daemon.remove_containers()
-            for name in daemon.docker("plugin", "ls", "-q", check=False).stdout.decode().split():
-                daemon.docker("plugin", "rm", "-f", name, check=False)
-        finally:
-            daemon.stop(purge=True)
 
 
 def fifos_of(state_dir: Path, cid: str) -> set[str]:
