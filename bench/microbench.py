@@ -30,15 +30,15 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from driver.forward.codec import BatchBuilder, RecordEncoder
 from driver.frames import FrameDecoder, encode_entry
 from driver.journal import Journal
 from driver.jsonfile import encode_attrs, encode_entries
 from driver.logfile import LogFile
+from driver.sinks.jsonlog import BATCH_BYTES
 
-BATCH_BYTES = 1 << 20
 CID = "3f1c5e0b2a9d" * 5 + "abcd"
 STAGES = ["journal.read", "decode", "jsonfile.encode", "logfile.write", "forward.records", "forward.frames"]
 
@@ -88,21 +88,24 @@ class Timer:
         return result
 
 
+def batches(journal: Journal, timer: Timer) -> Iterator[list[tuple]]:
+    """Decoded batches of the whole journal, as a consumer takes them (its batch size, its decoder)."""
+    decoder = FrameDecoder()
+    pos = journal.start
+    while data := timer("journal.read", journal.read, pos, BATCH_BYTES):
+        entries, used = timer("decode", decoder.decode, data, pos + len(data) >= journal.end)
+        if not used:
+            return
+        pos += used
+        yield entries
+
+
 def replay(journal: Journal, tmp: str, attrs_json: bytes, timer: Timer) -> tuple[int, int, int]:
     """Both consumers' batch loops over the whole journal. Returns (entries, json.log bytes, forward bytes)."""
     # json.log consumer
     logfile = LogFile(os.path.join(tmp, f"{CID}-json.log"), 1 << 40, 1, False)
-    decoder = FrameDecoder()
-    pos = journal.start
     n_entries = 0
-    while True:
-        data = timer("journal.read", journal.read, pos, BATCH_BYTES)
-        if not data:
-            break
-        entries, used = timer("decode", decoder.decode, data, pos + len(data) >= journal.end)
-        if not used:
-            break
-        pos += used
+    for entries in batches(journal, timer):
         n_entries += len(entries)
         lines = timer("jsonfile.encode", encode_entries, entries, attrs_json)
         timer("logfile.write", logfile.write_lines, lines)
@@ -111,17 +114,8 @@ def replay(journal: Journal, tmp: str, attrs_json: bytes, timer: Timer) -> tuple
     os.unlink(logfile.path)
     # forward sink
     encoder = RecordEncoder({"container_id": CID, "container_name": "/bench"}, time_format="event_time")
-    decoder = FrameDecoder()
-    pos = journal.start
     fwd_bytes = 0
-    while True:
-        data = timer("journal.read", journal.read, pos, BATCH_BYTES)
-        if not data:
-            break
-        entries, used = timer("decode", decoder.decode, data, pos + len(data) >= journal.end)
-        if not used:
-            break
-        pos += used
+    for entries in batches(journal, timer):
         records = timer("forward.records", encoder.encode_batch, entries)
 
         def frames(records=records):

@@ -40,7 +40,6 @@ class FifoSource:
         self.path = path
         self.journal = journal
         self.fd = open_fifo(path)
-        self.stopped = False  # StopLogging seen: EOF follows as soon as dockerd closes its end
         self._on_data = on_data
         self._on_eof = on_eof
         self._on_dropped = on_dropped  # (frames, bytes) lost because the disk was full

@@ -19,6 +19,7 @@ import os
 import struct
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from driver.frames import HEADER, MAX_FRAME
 
@@ -264,10 +265,7 @@ class Journal:
         fd = self._read_fds.pop(start, None)
         if fd is not None:
             os.close(fd)
-        try:
-            os.unlink(self._path(start))
-        except FileNotFoundError:
-            pass
+        Path(self._path(start)).unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:
@@ -280,10 +278,7 @@ class Journal:
         """Remove every segment (the container is gone and every consumer is done)."""
         self.close()
         for start in self._starts:
-            try:
-                os.unlink(self._path(start))
-            except FileNotFoundError:
-                pass
+            Path(self._path(start)).unlink(missing_ok=True)
 
 
 class CursorStore:

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
+from pathlib import Path
 from typing import BinaryIO
 
 from driver.jsonfile import decode_line, format_time, parse_time
@@ -173,7 +174,7 @@ class LogFile:
         """
         rotated = _rotated_names(self.path)
         for name in rotated.tmp:
-            _unlink_missing_ok(name)
+            Path(name).unlink(missing_ok=True)
         if self._compress and rotated.plain:
             self._start_compressor([rotated.plain[n] for n in sorted(rotated.plain)])
 
@@ -228,20 +229,13 @@ def _shift_rotated(path: str, max_file: int) -> None:
     free = next((n for n in range(1, top) if not any(os.path.exists(f"{path}.{n}{e}") for e in ("", ".gz"))), top)
     if free == top:
         for ext in ("", ".gz"):
-            _unlink_missing_ok(f"{path}.{top}{ext}")
+            Path(f"{path}.{top}{ext}").unlink(missing_ok=True)
     for i in range(free, 1, -1):
         for ext in ("", ".gz"):
             try:
                 os.rename(f"{path}.{i - 1}{ext}", f"{path}.{i}{ext}")
             except FileNotFoundError:
                 pass
-
-
-def _unlink_missing_ok(name: str) -> None:
-    try:
-        os.unlink(name)
-    except FileNotFoundError:
-        pass
 
 
 def _compress_all(names: list[str], mode: int) -> None:

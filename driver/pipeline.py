@@ -21,6 +21,7 @@ from driver.jsonfile import encode_attrs
 from driver.logsetup import Throttled
 from driver.options import OptionError, Options
 from driver.settings import Settings
+from driver.sinks.base import Consumer
 from driver.sinks.forward import ForwardSink
 from driver.sinks.jsonlog import JsonLogWriter, log_path
 from driver.stats import ContainerStats
@@ -50,7 +51,7 @@ class Pipeline:
         self.decoded = DecodedBatches(self._sink_reads_next) if opts["fluentd-address"] else None
         self.jsonlog = self._make_jsonlog(settings, store)
         self.forward = self._make_forward(store)
-        self.consumers = [self.jsonlog] + ([self.forward] if self.forward else [])
+        self.consumers: list[Consumer] = [self.jsonlog] + ([self.forward] if self.forward else [])
         # Counts restored from the cursors are the container's lifetime counts; the part of them already folded
         # into the plugin's totals (when it last finished or the plugin stopped) is kept beside them.
         self.baseline = ContainerStats(info.container_id)
@@ -114,7 +115,6 @@ class Pipeline:
         """StopLogging: everything dockerd wrote is in the pipe now; move it, EOF follows after the reply."""
         if self.fifo is not None and self.fifo.path == path:
             self.fifo.drain()
-            self.fifo.stopped = True
 
     def _on_data(self) -> None:
         self.poke()
@@ -162,7 +162,7 @@ class Pipeline:
             self._behind_since.setdefault(name, now)
             event.set()
 
-    async def _run(self, consumer) -> None:
+    async def _run(self, consumer: Consumer) -> None:
         wake, idle = self._wake[consumer.name], self._idle[consumer.name]
         while True:
             await wake.wait()
@@ -187,7 +187,7 @@ class Pipeline:
                 if consumer.caught_up():
                     self._behind_since.pop(consumer.name, None)
 
-    async def _last_steps(self, consumer) -> None:
+    async def _last_steps(self, consumer: Consumer) -> None:
         """Closing: deliver what is left (close() cancels this after its grace period)."""
         try:
             while await consumer.step(self._loop, self._executor):

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class Retention:
             if total <= self.policy.max_bytes:
                 return
             total -= _size(path)
-            _unlink(path)
+            Path(path).unlink(missing_ok=True)
             self.removed_files += 1
             log.info("log root over its size cap: removed a rotated file", extra={"path": path})
         for c in sorted((c for c in containers if not c.running), key=lambda c: c.last_write):
@@ -124,7 +125,7 @@ class Retention:
             if self._is_running(c.cid):
                 return  # it started again since the scan
             for path in glob.glob(os.path.join(self.log_root, c.cid, f"{c.cid}-json.log*")):
-                _unlink(path)
+                Path(path).unlink(missing_ok=True)
             try:
                 os.rmdir(os.path.join(self.log_root, c.cid))  # only if nothing else (dockerd's files) is in it
             except OSError:
@@ -151,10 +152,3 @@ def _size(path: str) -> int:
         return os.stat(path).st_size
     except FileNotFoundError:
         return 0
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -23,10 +23,10 @@ from driver.forward.client import (
     parse_address,
     ssl_context,
 )
-from driver.receiver import Receiver, ReceiverConfig
+from driver.receiver import Receiver
+from tests.unit.receivers import receiver
 
 STATIC = {"container_id": "f" * 64, "container_name": "/app"}
-LOOPBACK = "tcp://127.0.0.1:0"
 
 
 def frames(count: int, *, start: int = 0, max_bytes: int = codec.DEFAULT_MAX_FRAME_BYTES, **kwargs):
@@ -35,17 +35,6 @@ def frames(count: int, *, start: int = 0, max_bytes: int = codec.DEFAULT_MAX_FRA
     ]
     packed = codec.RecordEncoder(STATIC).encode_batch(entries[start:])
     return codec.encode_records("docker.app", packed, max_bytes=max_bytes, **kwargs)
-
-
-@contextlib.asynccontextmanager
-async def receiver(**config) -> AsyncIterator[tuple[Receiver, list[dict]]]:
-    records: list[dict] = []
-    server = Receiver(ReceiverConfig(**{"listen": LOOPBACK, **config}), records.append)
-    await server.start()
-    try:
-        yield server, records
-    finally:
-        await server.stop()
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgpack
@@ -19,23 +18,13 @@ import pytest
 from driver.forward import codec
 from driver.forward.client import ForwardClient
 from driver.receiver import Receiver, ReceiverConfig, record_line
+from tests.unit.receivers import receiver
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-@contextlib.asynccontextmanager
-async def receiver(**config) -> AsyncIterator[tuple[Receiver, list[dict]]]:
-    records: list[dict] = []
-    server = Receiver(ReceiverConfig(**{"listen": "tcp://127.0.0.1:0", **config}), records.append)
-    await server.start()
-    try:
-        yield server, records
-    finally:
-        await server.stop()
 
 
 @contextlib.asynccontextmanager
