@@ -6,7 +6,10 @@ compressed file's gzip header carries `{"lastTime":"<RFC3339Nano>"}` in its FEXT
 entry, so that readers can skip whole files older than `since` without decompressing them.
 
 The writer is synchronous and meant for one worker thread; readers (`read_entries`, `Follower`) may run in
-other threads or processes at the same time and never need the writer's cooperation.
+other threads or processes at the same time. Within one process they agree through `_naming_lock`: the writer
+renames files only while holding it and readers open a set of files under it, so a reader never sees a file
+twice or misses one however fast the writer rotates. Readers in another process fall back to retrying until
+two listings agree, which a writer rotating flat out can defeat.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ _FIRST_BLOCK = 4096
 _COMPRESS_CHUNK = 1024 * 1024
 _SNAPSHOT_ATTEMPTS = 5
 _TMP_SUFFIX = ".gz.tmp"
+# Striped rather than one per path: a lock per container would have to be forgotten when the container goes.
+_NAMING_LOCKS = [threading.RLock() for _ in range(64)]
+
+
+def _naming_lock(path: str) -> threading.RLock:
+    """Held while the names of `path`'s files change (rotation, compression) or a reader opens a set of them."""
+    return _NAMING_LOCKS[hash(path) % len(_NAMING_LOCKS)]
 
 
 @dataclass
@@ -146,19 +156,20 @@ class LogFile:
             view = view[n:]
 
     def _rotate(self, lines_done: int) -> None:
-        self._wait_for_compressor()
-        if self._max_file > 1:
-            _shift_rotated(self.path, self._max_file)
-        if self._on_rotate:
-            self._on_rotate("before", lines_done)
-        try:
+        self._wait_for_compressor()  # before taking the lock: the compressor takes it to rename its result
+        with _naming_lock(self.path):
             if self._max_file > 1:
-                os.rename(self.path, self.path + ".1")
-            else:
-                os.unlink(self.path)
-        except FileNotFoundError:
-            pass  # removed behind our back: nothing to keep, and json-file goes on the same way
-        old_fd, self._fd = self._fd, _create_empty(self.path, self._mode)
+                _shift_rotated(self.path, self._max_file)
+            if self._on_rotate:
+                self._on_rotate("before", lines_done)
+            try:
+                if self._max_file > 1:
+                    os.rename(self.path, self.path + ".1")
+                else:
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass  # removed behind our back: nothing to keep, and json-file goes on the same way
+            old_fd, self._fd = self._fd, _create_empty(self.path, self._mode)
         self.size = 0
         os.close(old_fd)
         if self._on_rotate:
@@ -260,8 +271,9 @@ def _compress_file(name: str, mode: int) -> None:
             _write_gzip(src, dst, last_time)
             dst.flush()
             os.fsync(dst.fileno())  # the source is deleted next: the copy must be on disk first
-    os.replace(tmp, name + ".gz")
-    os.unlink(name)
+    with _naming_lock(name.rsplit(".", 1)[0]):  # `<path>.N` -> `<path>`; a reader sees either the plain file or its .gz, never both
+        os.replace(tmp, name + ".gz")
+        os.unlink(name)
 
 
 def _write_gzip(src: BinaryIO, dst: BinaryIO, last_time: int | None) -> None:
@@ -364,10 +376,12 @@ def _open_snapshot(path: str, compress: bool, stats: ReadStats) -> list[_Source]
     """
     sources: list[_Source] = []
     for _ in range(_SNAPSHOT_ATTEMPTS):
-        names = list_files(path, compress)
-        sources = [s for s in (_open_source(n, stats) for n in names) if s is not None]
-        if len(sources) == len(names) and list_files(path, compress) == names and all(map(_still_named, sources)):
-            break
+        with _naming_lock(path):  # a writer in this process cannot rotate meanwhile: the first attempt holds
+            names = list_files(path, compress)
+            sources = [s for s in (_open_source(n, stats) for n in names) if s is not None]
+            consistent = len(sources) == len(names) and list_files(path, compress) == names
+            if consistent and all(map(_still_named, sources)):
+                break
         _close_all(sources)
     else:
         # Rotating faster than we can open a handful of files: give up on consistency rather than on reading.
@@ -646,8 +660,13 @@ class Follower:
         self._rest = b""
         # The file followed before the current one, to find what was rotated away since: (inode, last time).
         self._previous: tuple[int | None, int | None] | None = None
-        if current is None:
-            self._previous = (None, _source_last_time(snapshot[-1], self.stats) if snapshot else None)
+        if current is None and not snapshot:
+            self._previous = (None, None)  # no file yet: whatever is rotated away before the first poll is new
+        elif current is None:
+            # Opened between a rotation's rename and the new file's creation: the newest rotated file is the
+            # one followed before the current one.
+            newest = snapshot[-1]
+            self._previous = (None if newest.gz else os.fstat(newest.fd).st_ino, _source_last_time(newest, self.stats))
 
     @property
     def done(self) -> bool:
@@ -709,16 +728,24 @@ class Follower:
         self._fd, self._pos, self._rest = None, 0, b""
 
     def _enter_current(self) -> list[bytes]:
+        with _naming_lock(self._path):
+            try:
+                fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return []  # between the rename and the creation of the new file: next poll
+            between = self._rotated_between(os.fstat(fd).st_ino)
         try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return []  # between the rename and the creation of the new file: next poll
-        lines = self._catch_up(os.fstat(fd).st_ino)
+            lines = [line for s in reversed(between) for line in _source_lines(s, self.stats)]
+        finally:
+            _close_all(between)
         self._fd, self._pos, self._rest = fd, 0, b""
         return lines + self._drain()
 
-    def _catch_up(self, entered_inode: int) -> list[bytes]:
-        """Lines of the files rotated away completely between the previous file and the entered one."""
+    def _rotated_between(self, entered_inode: int) -> list[_Source]:
+        """The files rotated away completely between the previous file and the entered one, newest first.
+
+        Under the naming lock nothing moves while we walk; the walk still copes with a writer in another
+        process, which does not take it."""
         if self._previous is None:
             return []
         previous_inode, previous_time = self._previous
@@ -761,10 +788,7 @@ class Follower:
                 continue
             newer.append(source)
             taken.update((inode, last))
-        try:
-            return [line for s in reversed(newer) for line in _source_lines(s, self.stats)]
-        finally:
-            _close_all(newer)
+        return newer
 
 
 def _highest_rotated(path: str, compress: bool) -> int:

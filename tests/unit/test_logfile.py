@@ -6,6 +6,8 @@ import gzip
 import os
 import shutil
 import struct
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -433,6 +435,29 @@ def test_follow_several_rotations_between_polls(log_path: Path, compress: bool):
     assert f.poll() == entries(30, 45)
     f.close()
     w.close()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_follow_while_the_writer_rotates_flat_out(log_path: Path, compress: bool):
+    """`docker logs -f` started while the writer rotates after every few lines (in another thread, as in the
+    plugin): history and what follows hold every line once, in order, though each rotation renames every file."""
+    padded = [line.replace(b'"log":"', b'"log":"' + b"x" * 600) for line in lines(0, 600)]
+    for trial in range(3):
+        path = log_path.with_name(f"trial{trial}-json.log")
+        w = LogFile(str(path), 2048, 1000, compress)
+        w.write_lines(padded[:200])
+        writer = threading.Thread(target=lambda: [w.write_lines(padded[i:i + 20]) for i in range(200, 600, 20)])
+        writer.start()
+        time.sleep(0.003 * trial)  # start reading at different points of the rotations
+        f = Follower(str(path), compress=compress)
+        got = list(f.history(tail=-1))
+        while writer.is_alive():
+            got += f.poll()
+        writer.join()
+        got += f.poll()
+        assert [e[2] for e in got] == [t(i) for i in range(600)], f"trial {trial}"
+        f.close()
+        w.close()
 
 
 def test_follow_max_file_1(log_path: Path):
