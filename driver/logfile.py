@@ -271,7 +271,8 @@ def _compress_file(name: str, mode: int) -> None:
             _write_gzip(src, dst, last_time)
             dst.flush()
             os.fsync(dst.fileno())  # the source is deleted next: the copy must be on disk first
-    with _naming_lock(name.rsplit(".", 1)[0]):  # `<path>.N` -> `<path>`; a reader sees either the plain file or its .gz, never both
+    # `<path>.N` -> `<path>`: under its lock a reader sees either the plain file or its .gz, never both
+    with _naming_lock(name.rsplit(".", 1)[0]):
         os.replace(tmp, name + ".gz")
         os.unlink(name)
 

@@ -446,7 +446,7 @@ def test_follow_while_the_writer_rotates_flat_out(log_path: Path, compress: bool
         path = log_path.with_name(f"trial{trial}-json.log")
         w = LogFile(str(path), 2048, 1000, compress)
         w.write_lines(padded[:200])
-        writer = threading.Thread(target=lambda: [w.write_lines(padded[i:i + 20]) for i in range(200, 600, 20)])
+        writer = threading.Thread(target=lambda w=w: [w.write_lines(padded[i:i + 20]) for i in range(200, 600, 20)])
         writer.start()
         time.sleep(0.003 * trial)  # start reading at different points of the rotations
         f = Follower(str(path), compress=compress)
