@@ -81,16 +81,29 @@ async def serve_read_logs(request: web.Request, registry, body: dict) -> web.Str
     if pipeline is not None:
         await pipeline.json_log_caught_up(CATCH_UP_LIMIT)
 
-    response = web.StreamResponse(headers={"Content-Type": "application/x-protobuf"})
-    await response.prepare(request)
     loop = asyncio.get_running_loop()
     stats = ReadStats()
-    if not cfg.follow:
+    follower = None
+    if cfg.follow:
+        # The starting point is fixed before the response begins: a line logged once the caller sees the read
+        # under way is new, not history (json-file fixes it before ReadLogs returns, for the same reason).
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        follower = await loop.run_in_executor(
+            None, lambda: Follower(path, since_ns=cfg.since_ns, until_ns=cfg.until_ns, compress=compress, stats=stats))
+    response = web.StreamResponse(headers={"Content-Type": "application/x-protobuf"})
+    try:
+        await response.prepare(request)
+    except BaseException:
+        if follower is not None:
+            follower.close()
+        raise
+    if follower is None:
         history = _chunks(read_entries(path, tail=cfg.tail, since_ns=cfg.since_ns, until_ns=cfg.until_ns,
                                        compress=compress, stats=stats))
         await _send_all(loop, response, history)
     else:
-        await _follow(loop, request, response, registry, info.container_id, path, cfg, compress, stats)
+        await _follow(loop, request, response, registry, info.container_id, follower, cfg)
     await response.write_eof()
     log.debug("ReadLogs served", extra={"container": info.container_id[:12], "tail": cfg.tail, "follow": cfg.follow,
                                         "since_ns": cfg.since_ns, "until_ns": cfg.until_ns,
@@ -108,12 +121,7 @@ async def _send_all(loop, response: web.StreamResponse, chunks: Iterator[list]) 
         await response.write(_frames(chunk))
 
 
-async def _follow(loop, request, response, registry, container_id: str, path: str, cfg: ReadConfig,
-                  compress: bool, stats: ReadStats) -> None:
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    follower = await loop.run_in_executor(
-        None, lambda: Follower(path, since_ns=cfg.since_ns, until_ns=cfg.until_ns, compress=compress, stats=stats))
+async def _follow(loop, request, response, registry, container_id: str, follower: Follower, cfg: ReadConfig) -> None:
     try:
         await _send_all(loop, response, _chunks(follower.history(cfg.tail)))
         while not follower.done:
