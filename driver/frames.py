@@ -11,10 +11,19 @@ is how every frame dockerd writes begins (protobuf serialises fields in number o
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import NamedTuple
 
 from logbridge_proto.entry_pb2 import LogEntry
+
+try:  # the C decoder for ordinary frames (setup.py builds it when it can); the code below is the reference
+    from driver import _speedups
+except ImportError:
+    _speedups = None
+
+# Whether decoders use the C extension: built, and not switched off with LOGBRIDGE_PURE=1 (tests, comparisons).
+SPEEDUPS = _speedups is not None and os.environ.get("LOGBRIDGE_PURE", "") in ("", "0")
 
 # dockerd's copier cuts lines at 16 KiB, so real frames stay under ~16.5 KB; moby's own readers cap at 1e6.
 MAX_FRAME = 1_000_000
@@ -56,9 +65,14 @@ class FrameDecoder:
     ``decode(buf)`` returns the entries of the whole frames at the start of ``buf`` and how many bytes they (and any
     skipped garbage) used; the caller keeps the unused tail and passes it again with more bytes. With ``final=True``
     (no more bytes will come) a torn frame at the end is counted as garbage instead of waiting.
+
+    With the C extension (``SPEEDUPS``) ordinary frames are decoded in C, and every frame it leaves (garbage, a
+    torn or empty frame, anything unusual in the protobuf) is handled here, one at a time, exactly as without it.
+    ``pure=True`` makes a decoder that never uses C (the reference, for comparisons).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pure: bool = False) -> None:
+        self._c_decode = _speedups.decode_frames if SPEEDUPS and not pure else None
         self.counts = (0, 0, 0, 0)  # the last decode's (stdout lines, stdout bytes, stderr lines, stderr bytes)
         self.skipped_bytes = 0  # garbage bytes stepped over
         self.garbled = 0  # places where the stream had to be resynchronised
@@ -75,7 +89,20 @@ class FrameDecoder:
         pos = 0
         end = len(buf)
         out_lines = out_bytes = err_lines = err_bytes = 0
+        c_decode = self._c_decode
         while end - pos >= HEADER:
+            if c_decode is not None:
+                # C takes the ordinary frames from here on; the one it stops at (if any) goes the Python way below.
+                got, pos, (c_out_lines, c_out_bytes, c_err_lines, c_err_bytes) = c_decode(buf, pos)
+                if got:
+                    out += got
+                    out_lines += c_out_lines
+                    out_bytes += c_out_bytes
+                    err_lines += c_err_lines
+                    err_bytes += c_err_bytes
+                    self._lost = False
+                    if end - pos < HEADER:
+                        break
             (length,) = _unpack_len(buf, pos)
             stop = pos + HEADER + length
             if length > MAX_FRAME:

@@ -1,0 +1,606 @@
+/* C versions of the consumer's hot path: FIFO frame decoding (driver/frames.py) and json-file line encoding
+ * (driver/jsonfile.py). The pure-Python code stays the reference and the fallback: both functions here only
+ * take what they are sure to get byte-for-byte right and leave everything else to it.
+ *
+ * decode_frames(buf, pos) -> (entries, new_pos, (out_lines, out_bytes, err_lines, err_bytes))
+ *     Decodes consecutive ordinary frames from buf[pos:] into FrameDecoder's 7-tuples and stops (new_pos is
+ *     where that frame starts) at the first frame that is not one: torn, too long, empty, or a payload this
+ *     parser is not certain upb reads the same way (unknown field, unexpected wire type, non-canonical varint,
+ *     string that is not valid UTF-8, source other than stdout/stderr or missing).
+ *
+ * encode_lines(entries, attrs_json) -> list[bytes] | None
+ *     jsonfile.encode_entries for a list of entries, or None when the batch holds something outside this
+ *     fast path (unusual source, empty non-final partial chunk, a time outside int64 or years 1..9999).
+ *
+ * Limited API (abi3): one build loads on every CPython >= 3.11 (the buffer protocol joined it in 3.11).
+ */
+#define Py_LIMITED_API 0x030B0000
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_FRAME 1000000
+#define NS 1000000000LL
+
+static PyObject *str_stdout, *str_stderr, *str_empty;
+
+/* ------------------------------------------------------------------------------------------------------- */
+/* UTF-8 as Go's utf8.DecodeRune and Python's strict decoder see it: the length of the valid sequence at s,
+ * 0 when the byte at s does not start one (overlong, surrogate, > U+10FFFF, truncated, stray continuation). */
+
+static inline Py_ssize_t
+utf8_seq(const uint8_t *s, Py_ssize_t n)
+{
+    uint8_t c = s[0], lo = 0x80, hi = 0xBF;
+    if (c < 0x80)
+        return 1;
+    if (c < 0xC2)
+        return 0;
+    if (c < 0xE0)
+        return (n >= 2 && (s[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c < 0xF0) {
+        if (n < 3)
+            return 0;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+        return (s[1] >= lo && s[1] <= hi && (s[2] & 0xC0) == 0x80) ? 3 : 0;
+    }
+    if (c < 0xF5) {
+        if (n < 4)
+            return 0;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+        return (s[1] >= lo && s[1] <= hi && (s[2] & 0xC0) == 0x80 && (s[3] & 0xC0) == 0x80) ? 4 : 0;
+    }
+    return 0;
+}
+
+static int
+utf8_valid(const uint8_t *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_ssize_t k = s[i] < 0x80 ? 1 : utf8_seq(s + i, n - i);
+        if (k == 0)
+            return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------------------- */
+/* protobuf LogEntry */
+
+/* A canonical varint of at most 10 bytes (a 10th byte may only carry bit 63). Non-canonical encodings are
+ * legal protobuf, but dockerd never writes them: they go to upb rather than risk a differing reading. */
+static inline int
+read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *p = *pp;
+    uint64_t v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (p >= end)
+            return 0;
+        uint8_t c = *p++;
+        if (i == 9 && c != 1)
+            return 0;
+        v |= (uint64_t)(c & 0x7F) << (7 * i);
+        if (!(c & 0x80)) {
+            if (c == 0 && i > 0)
+                return 0;
+            *out = v;
+            *pp = p;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The bytes of a length-delimited field, which must lie inside [p, end). */
+static inline int
+read_len(const uint8_t **pp, const uint8_t *end, const uint8_t **data, Py_ssize_t *len)
+{
+    uint64_t n;
+    if (!read_varint(pp, end, &n) || n > (uint64_t)(end - *pp))
+        return 0;
+    *data = *pp;
+    *len = (Py_ssize_t)n;
+    *pp += n;
+    return 1;
+}
+
+typedef struct {
+    PyObject *source; /* borrowed interned str, NULL when absent */
+    int64_t time_nano;
+    const uint8_t *line;
+    Py_ssize_t line_len;
+    int partial;
+    int last;
+    const uint8_t *id;
+    Py_ssize_t id_len;
+    int32_t ordinal;
+} entry_t;
+
+/* PartialLogEntryMetadata into e. Called once per occurrence of field 5: a repeated sub-message merges into
+ * the earlier one, and for scalar fields that is "the later occurrence of each field wins", as here. */
+static int
+parse_meta(const uint8_t *p, const uint8_t *end, entry_t *e)
+{
+    uint64_t v;
+    while (p < end) {
+        uint8_t tag = *p++;
+        switch (tag) {
+        case 0x08: /* 1 last, varint */
+            if (!read_varint(&p, end, &v))
+                return 0;
+            e->last = v != 0;
+            break;
+        case 0x12: /* 2 id, string */
+            if (!read_len(&p, end, &e->id, &e->id_len) || !utf8_valid(e->id, e->id_len))
+                return 0;
+            break;
+        case 0x18: /* 3 ordinal, int32 */
+            if (!read_varint(&p, end, &v))
+                return 0;
+            e->ordinal = (int32_t)(uint32_t)v;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+parse_entry(const uint8_t *p, const uint8_t *end, entry_t *e)
+{
+    const uint8_t *data;
+    Py_ssize_t len;
+    uint64_t v;
+    memset(e, 0, sizeof(*e));
+    e->line = p; /* any valid pointer for an empty line */
+    while (p < end) {
+        uint8_t tag = *p++;
+        switch (tag) {
+        case 0x0A: /* 1 source, string */
+            if (!read_len(&p, end, &data, &len) || len != 6)
+                return 0;
+            if (memcmp(data, "stdout", 6) == 0)
+                e->source = str_stdout;
+            else if (memcmp(data, "stderr", 6) == 0)
+                e->source = str_stderr;
+            else
+                return 0;
+            break;
+        case 0x10: /* 2 time_nano, int64 */
+            if (!read_varint(&p, end, &v))
+                return 0;
+            e->time_nano = (int64_t)v;
+            break;
+        case 0x1A: /* 3 line, bytes */
+            if (!read_len(&p, end, &e->line, &e->line_len))
+                return 0;
+            break;
+        case 0x20: /* 4 partial, bool */
+            if (!read_varint(&p, end, &v))
+                return 0;
+            e->partial = v != 0;
+            break;
+        case 0x2A: /* 5 partial_log_metadata */
+            if (!read_len(&p, end, &data, &len) || !parse_meta(data, data + len, e))
+                return 0;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return e->source != NULL;
+}
+
+static PyObject *
+entry_tuple(const entry_t *e)
+{
+    PyObject *t = PyTuple_New(7);
+    if (t == NULL)
+        return NULL;
+    PyObject *time_nano = PyLong_FromLongLong(e->time_nano);
+    PyObject *line = PyBytes_FromStringAndSize((const char *)e->line, e->line_len);
+    PyObject *id = NULL, *ordinal = NULL;
+    if (e->partial) {
+        id = PyUnicode_DecodeUTF8((const char *)e->id, e->id_len, "strict");
+        ordinal = PyLong_FromLong(e->ordinal);
+    } else {
+        Py_INCREF(str_empty);
+        id = str_empty;
+        ordinal = PyLong_FromLong(0);
+    }
+    if (time_nano == NULL || line == NULL || id == NULL || ordinal == NULL) {
+        Py_XDECREF(time_nano);
+        Py_XDECREF(line);
+        Py_XDECREF(id);
+        Py_XDECREF(ordinal);
+        Py_DECREF(t);
+        return NULL;
+    }
+    PyObject *partial = e->partial ? Py_True : Py_False;
+    PyObject *last = (e->partial && e->last) ? Py_True : Py_False;
+    Py_INCREF(e->source);
+    Py_INCREF(partial);
+    Py_INCREF(last);
+    PyTuple_SetItem(t, 0, e->source);
+    PyTuple_SetItem(t, 1, time_nano);
+    PyTuple_SetItem(t, 2, line);
+    PyTuple_SetItem(t, 3, partial);
+    PyTuple_SetItem(t, 4, last);
+    PyTuple_SetItem(t, 5, id);
+    PyTuple_SetItem(t, 6, ordinal);
+    return t;
+}
+
+static PyObject *
+decode_frames(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *obj;
+    Py_ssize_t pos;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "On:decode_frames", &obj, &pos))
+        return NULL;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    Py_ssize_t end = view.len;
+    if (pos < 0 || pos > end) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "pos outside the buffer");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    long long out_lines = 0, out_bytes = 0, err_lines = 0, err_bytes = 0;
+    entry_t e;
+    while (end - pos >= 4) {
+        const uint8_t *h = buf + pos;
+        uint32_t length = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
+        if (length == 0 || length > MAX_FRAME || (Py_ssize_t)length > end - pos - 4)
+            break;
+        if (!parse_entry(h + 4, h + 4 + length, &e))
+            break;
+        PyObject *t = entry_tuple(&e);
+        if (t == NULL || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(out);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(t);
+        if (e.source == str_stderr) {
+            err_lines++;
+            err_bytes += e.line_len;
+        } else {
+            out_lines++;
+            out_bytes += e.line_len;
+        }
+        pos += 4 + (Py_ssize_t)length;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(Nn(LLLL))", out, pos, out_lines, out_bytes, err_lines, err_bytes);
+}
+
+/* ------------------------------------------------------------------------------------------------------- */
+/* json-file lines */
+
+/* Printable ASCII that ffjson copies as is: everything from 0x20 to 0x7f except " & < > \ */
+static uint8_t copy_as_is[256];
+static const char hexdigits[] = "0123456789abcdef";
+
+/* The JSON string body dockerd writes for s[:n]; out must hold 6 * n bytes. */
+static uint8_t *
+escape_into(uint8_t *o, const uint8_t *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_ssize_t run = i;
+        while (run < n && copy_as_is[s[run]])
+            run++;
+        if (run > i) {
+            memcpy(o, s + i, run - i);
+            o += run - i;
+            i = run;
+            if (i >= n)
+                break;
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            *o++ = '\\';
+            switch (c) {
+            case '"':
+                *o++ = '"';
+                break;
+            case '\\':
+                *o++ = '\\';
+                break;
+            case '\n':
+                *o++ = 'n';
+                break;
+            case '\r':
+                *o++ = 'r';
+                break;
+            default: /* other controls, < > & */
+                *o++ = 'u';
+                *o++ = '0';
+                *o++ = '0';
+                *o++ = hexdigits[c >> 4];
+                *o++ = hexdigits[c & 0xF];
+            }
+            i++;
+            continue;
+        }
+        Py_ssize_t k = utf8_seq(s + i, n - i);
+        if (k == 0) {
+            memcpy(o, "\\ufffd", 6);
+            o += 6;
+            i++;
+        } else if (k == 3 && c == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9)) {
+            memcpy(o, "\\u202", 5);
+            o[5] = s[i + 2] == 0xA8 ? '8' : '9';
+            o += 6;
+            i += 3;
+        } else {
+            memcpy(o, s + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    return o;
+}
+
+static inline char *
+put2(char *o, int v)
+{
+    o[0] = (char)('0' + v / 10);
+    o[1] = (char)('0' + v % 10);
+    return o + 2;
+}
+
+/* `YYYY-MM-DDTHH:MM:SS` (19 bytes) for seconds since the epoch, proleptic Gregorian UTC (H. Hinnant's
+ * civil_from_days). Returns 0 for a year outside 1..9999. */
+static int
+second_prefix(int64_t sec, char *o)
+{
+    int64_t days = sec / 86400, rem = sec % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days -= 1;
+    }
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    int m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    if (m <= 2)
+        y += 1;
+    if (y < 1 || y > 9999)
+        return 0;
+    int yy = (int)y;
+    o[0] = (char)('0' + yy / 1000);
+    o[1] = (char)('0' + yy / 100 % 10);
+    o[2] = (char)('0' + yy / 10 % 10);
+    o[3] = (char)('0' + yy % 10);
+    o[4] = '-';
+    put2(o + 5, m);
+    o[7] = '-';
+    put2(o + 8, d);
+    o[10] = 'T';
+    put2(o + 11, (int)(rem / 3600));
+    o[13] = ':';
+    put2(o + 14, (int)(rem / 60 % 60));
+    o[16] = ':';
+    put2(o + 17, (int)(rem % 60));
+    return 1;
+}
+
+/* `.fffffffff` with trailing zeros trimmed, nothing for a whole second. Returns the bytes written (<= 10). */
+static int
+fraction(int64_t ns, char *o)
+{
+    if (ns == 0)
+        return 0;
+    char digits[9];
+    for (int i = 8; i >= 0; i--) {
+        digits[i] = (char)('0' + ns % 10);
+        ns /= 10;
+    }
+    int n = 9;
+    while (digits[n - 1] == '0')
+        n--;
+    o[0] = '.';
+    memcpy(o + 1, digits, n);
+    return n + 1;
+}
+
+#define HEAD "{\"log\":\""
+#define HEAD_LEN 8
+
+static PyObject *
+encode_lines(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *entries, *attrs_obj;
+    if (!PyArg_ParseTuple(args, "OO:encode_lines", &entries, &attrs_obj))
+        return NULL;
+    if (!PyList_Check(entries))
+        Py_RETURN_NONE;
+    const char *attrs = NULL;
+    Py_ssize_t attrs_len = 0;
+    if (attrs_obj != Py_None) {
+        if (!PyBytes_Check(attrs_obj))
+            Py_RETURN_NONE;
+        attrs = PyBytes_AsString(attrs_obj);
+        attrs_len = PyBytes_Size(attrs_obj);
+        if (attrs == NULL)
+            return NULL;
+    }
+    /* What follows the escaped line up to the time: [stdout/stderr][partial/complete]. */
+    char tails[2][2][64 + 1];
+    Py_ssize_t tail_len[2][2];
+    for (int s = 0; s < 2; s++) {
+        for (int c = 0; c < 2; c++) {
+            int n = snprintf(tails[s][c], sizeof(tails[s][c]), "%s\",\"stream\":\"%s\"%s", c ? "\\n" : "",
+                             s ? "stderr" : "stdout", attrs_len ? ",\"attrs\":" : ",\"time\":\"");
+            tail_len[s][c] = n;
+        }
+    }
+    static const char after_attrs[] = ",\"time\":\"";
+    const Py_ssize_t after_attrs_len = sizeof(after_attrs) - 1;
+
+    Py_ssize_t n_entries = PyList_Size(entries);
+    PyObject *out = PyList_New(n_entries);
+    if (out == NULL)
+        return NULL;
+    uint8_t *scratch = NULL;
+    Py_ssize_t cap = 0;
+    int64_t prev_sec = 0;
+    int have_prefix = 0;
+    char prefix[19];
+
+    for (Py_ssize_t i = 0; i < n_entries; i++) {
+        PyObject *entry = PyList_GetItem(entries, i); /* borrowed */
+        if (entry == NULL)
+            goto error;
+        if (!PyTuple_Check(entry) || PyTuple_Size(entry) != 7)
+            goto fallback;
+        PyObject *source = PyTuple_GetItem(entry, 0);
+        PyObject *time_obj = PyTuple_GetItem(entry, 1);
+        PyObject *line = PyTuple_GetItem(entry, 2);
+        PyObject *partial = PyTuple_GetItem(entry, 3);
+        PyObject *last = PyTuple_GetItem(entry, 4);
+        int s;
+        if (source == str_stdout)
+            s = 0;
+        else if (source == str_stderr)
+            s = 1;
+        else if (PyUnicode_CheckExact(source) && PyUnicode_CompareWithASCIIString(source, "stdout") == 0)
+            s = 0;
+        else if (PyUnicode_CheckExact(source) && PyUnicode_CompareWithASCIIString(source, "stderr") == 0)
+            s = 1;
+        else
+            goto fallback;
+        if (!PyLong_Check(time_obj) || !PyBytes_Check(line))
+            goto fallback;
+        int overflow = 0;
+        long long t = PyLong_AsLongLongAndOverflow(time_obj, &overflow);
+        if (overflow)
+            goto fallback;
+        if (t == -1 && PyErr_Occurred())
+            goto error;
+        /* Flags other than True/False go the Python way: their truth test could run arbitrary code. */
+        if (!PyBool_Check(partial) || !PyBool_Check(last))
+            goto fallback;
+        int complete = partial == Py_False || last == Py_True;
+        Py_ssize_t line_len = PyBytes_Size(line);
+        const uint8_t *line_buf = (const uint8_t *)PyBytes_AsString(line);
+        if (line_buf == NULL)
+            goto error;
+        if (line_len == 0 && !complete)
+            goto fallback;
+        int64_t sec = t / NS, ns = t % NS;
+        if (ns < 0) {
+            ns += NS;
+            sec -= 1;
+        }
+        if (!have_prefix || sec != prev_sec) {
+            if (!second_prefix(sec, prefix))
+                goto fallback;
+            have_prefix = 1;
+            prev_sec = sec;
+        }
+        Py_ssize_t need = HEAD_LEN + 6 * line_len + 64 + attrs_len + after_attrs_len + 19 + 10 + 4;
+        if (need > cap) {
+            Py_ssize_t ncap = need > 2 * cap ? need : 2 * cap;
+            uint8_t *nb = (uint8_t *)realloc(scratch, ncap);
+            if (nb == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            scratch = nb;
+            cap = ncap;
+        }
+        uint8_t *o = scratch;
+        memcpy(o, HEAD, HEAD_LEN);
+        o = escape_into(o + HEAD_LEN, line_buf, line_len);
+        memcpy(o, tails[s][complete], tail_len[s][complete]);
+        o += tail_len[s][complete];
+        if (attrs_len) {
+            memcpy(o, attrs, attrs_len);
+            o += attrs_len;
+            memcpy(o, after_attrs, after_attrs_len);
+            o += after_attrs_len;
+        }
+        memcpy(o, prefix, 19);
+        o += 19;
+        o += fraction(ns, (char *)o);
+        memcpy(o, "Z\"}\n", 4);
+        o += 4;
+        PyObject *b = PyBytes_FromStringAndSize((const char *)scratch, o - scratch);
+        if (b == NULL)
+            goto error;
+        PyList_SetItem(out, i, b);
+    }
+    free(scratch);
+    return out;
+
+fallback:
+    free(scratch);
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+error:
+    free(scratch);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"decode_frames", decode_frames, METH_VARARGS,
+     "decode_frames(buf, pos) -> (entries, new_pos, (out_lines, out_bytes, err_lines, err_bytes))\n\n"
+     "Decodes the ordinary frames at buf[pos:], stopping at the first one left to the Python decoder."},
+    {"encode_lines", encode_lines, METH_VARARGS,
+     "encode_lines(entries, attrs_json) -> list[bytes] | None\n\n"
+     "jsonfile.encode_entries for a list of entries, or None when the batch needs the Python encoder."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_speedups", "C versions of frames.FrameDecoder.decode and jsonfile.encode_entries.",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    for (int c = 0x20; c <= 0x7F; c++)
+        copy_as_is[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&';
+    if (str_stdout == NULL) {
+        str_stdout = PyUnicode_InternFromString("stdout");
+        str_stderr = PyUnicode_InternFromString("stderr");
+        str_empty = PyUnicode_FromStringAndSize("", 0);
+        if (str_stdout == NULL || str_stderr == NULL || str_empty == NULL)
+            return NULL;
+    }
+    return PyModule_Create(&moduledef);
+}

@@ -1,0 +1,20 @@
+"""Builds the optional C speedups (driver/_speedups.c); everything else is declared in pyproject.toml.
+
+``optional=True``: without a compiler or Python headers the install goes on without the extension and the
+pure-Python code runs. One abi3 build serves every CPython >= 3.11 of the same architecture.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "driver._speedups",
+            ["driver/_speedups.c"],
+            py_limited_api=True,
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
+    ],
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
+)
