@@ -13,7 +13,8 @@ help:
 deps: ## install the Debian packages the tests and the demo need (root)
 	bash scripts/install-deps.sh
 
-$(STAMP): pyproject.toml
+# setup.py builds driver/_speedups.c: an editable install compiles it in place
+$(STAMP): pyproject.toml setup.py driver/_speedups.c
 	python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
@@ -29,6 +30,7 @@ unit: venv ## unit tests only (no dockerd)
 	$(PY) -m pytest -q tests/unit
 
 test: deps venv ## the whole suite: unit tests and end-to-end tests on a private real dockerd
+	@$(PY) -c 'import driver._speedups' || { echo "driver/_speedups.c did not build (gcc, python3-dev?)" >&2; exit 1; }
 	$(PY) -m pytest -q tests
 
 lint: venv

@@ -12,7 +12,7 @@ import socket
 from aiohttp import web
 from google.protobuf.internal import api_implementation
 
-from driver import __version__, logsetup
+from driver import __version__, frames, logsetup
 from driver.api import make_app
 from driver.metrics import make_metrics_app
 from driver.registry import Registry
@@ -34,9 +34,11 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
     metrics_runner = await _serve_metrics(settings, registry)
     log.info("logbridge serving", extra={"version": __version__, "socket": settings.socket,
                                           "log_root": settings.log_root, "state_dir": settings.state_dir,
-                                          "protobuf": api_implementation.Type()})
+                                          "protobuf": api_implementation.Type(), "speedups": frames.SPEEDUPS})
     if api_implementation.Type() != "upb":
         log.warning("protobuf runs its pure-Python parser: decoding frames is several times slower")
+    if not frames.SPEEDUPS:
+        log.warning("driver._speedups is not in use: decoding and encoding lines take several times the CPU")
 
     sweeper = loop.create_task(registry.sweep_forever(settings.retention_interval))
     stop = asyncio.Event()

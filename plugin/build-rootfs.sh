@@ -73,7 +73,7 @@ repo = sys.argv[1]
 with open(os.path.join(repo, "pyproject.toml"), "rb") as f:
     st = tomllib.load(f).get("tool", {}).get("setuptools", {})
 dirs = set(st.get("package-dir", {}).values()) | {p.split(".")[0] for p in st.get("packages", [])}
-names = ["pyproject.toml", "README.md", "LICENSE", "setup.cfg", "MANIFEST.in"]
+names = ["pyproject.toml", "setup.py", "README.md", "LICENSE", "setup.cfg", "MANIFEST.in"]
 for name in sorted(set(names) | dirs):
     if os.path.exists(os.path.join(repo, name)):
         print(name)
@@ -193,6 +193,9 @@ build_final() {  # build_final BASE_TAR DIR
     from google.protobuf.internal import api_implementation
     assert api_implementation.Type() == "upb", api_implementation.Type()' ||
     die "protobuf's C extension does not load in the rootfs (a missing shared library?)"
+  # the wheel is built on the host; its abi3 extension must load with the rootfs's python3
+  in_root "$root" "$VENV/bin/python" -c 'import driver._speedups' ||
+    die "driver._speedups does not load in the rootfs (was the wheel built without a C compiler?)"
   # precompile everything once: the plugin starts from bytecode on its first run too
   in_root "$root" python3 -m compileall -q -j 0 -x 'lib2to3|test' /usr/lib/python3.11 "$VENV/lib" >/dev/null ||
     die "compileall failed"

@@ -11,12 +11,14 @@
 #   tzdata           the e2e tests run a dockerd in a non-UTC zone (not in minimal Debian images)
 #   openssl          the forward tests make TLS certificates with the CLI
 #   make, curl, ca-certificates
+#   gcc, libc6-dev, python3-dev  compile driver/_speedups.c (the venv's and the plugin wheel's C extension)
 #
 # On a systemd host, installing docker.io also starts docker.service; the tests still use their own
 # private daemon beside it.
 set -euo pipefail
 
 PACKAGES=(docker.io busybox-static mmdebstrap python3-venv tzdata openssl make curl ca-certificates)
+PACKAGES+=(gcc libc6-dev python3-dev)
 PACKAGES+=(docker-registry) # a local registry for make push / make upgrade and their e2e test (tests/support/registry.py)
 
 # one dpkg-query for all; it prints nothing for a package it has never heard of
