@@ -26,6 +26,9 @@ Environment knobs (all optional):
   BENCH_PATHS=json-file,none,logbridge,logbridge+forward,fluentd   subset (json-file is always kept)
   BENCH_CONCURRENT=0      1: add the 100-container workload (about 1 min per path and round)
   BENCH_CONC_RUNS=1       its rounds;  BENCH_CONC_CONTAINERS=100  BENCH_CONC_SECONDS=30  BENCH_CONC_RATE=2000
+  BENCH_OUTAGE=0          1: add the outage run: logbridge+forward, BENCH_OUTAGE_CONTAINERS=10 containers writing
+                          BENCH_OUTAGE_RATE=1000 lines/s each while the receiver is stopped (SIGSTOP) for
+                          BENCH_OUTAGE_SECONDS=60 s; the plugin's PSS through the outage (issue 5: flat within 10%)
   BENCH_FLUENTD_ACK=0     1: the fluentd driver waits for an ack per line (fluentd-request-ack=true)
   BENCH_PYSPY=0           1: after the measured rounds, one more run per workload and logbridge path under
                           py-spy (not in the figures); raw stacks in bench/results/pyspy-*.txt, top in latest.md
@@ -45,6 +48,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -125,6 +129,11 @@ def workloads() -> dict[str, Workload]:
     ticks = secs * 10
     per_tick = rate // 10
     conc_lines = ticks * per_tick
+    out_k = env_int("BENCH_OUTAGE_CONTAINERS", 10)
+    out_secs = env_int("BENCH_OUTAGE_SECONDS", 60) + 2 * OUTAGE_MARGIN
+    out_per_tick = env_int("BENCH_OUTAGE_RATE", 1000) // 10
+    out_ticks = out_secs * 10
+    out_lines = out_ticks * out_per_tick
     return {
         "short": Workload("short", f"{n:,} short lines (seq 1 {n})", f"seq 1 {n}", n, _seq_bytes(n)),
         "100b": Workload("100b", f"{n:,} lines of 100 bytes", _repeat(99, n), n, 100 * n),
@@ -137,7 +146,55 @@ def workloads() -> dict[str, Workload]:
             f"i=0; while [ $i -lt {ticks} ]; do seq $((i*{per_tick}+1)) $((i*{per_tick}+{per_tick})); "
             f"usleep 100000; i=$((i+1)); done",
             conc_lines, _seq_bytes(conc_lines), containers=k),
+        "outage": Workload(
+            "outage",
+            f"{out_k} containers writing {out_per_tick * 10:,} lines/s each, the receiver stopped for "
+            f"{out_secs - 2 * OUTAGE_MARGIN} s",
+            f"i=0; while [ $i -lt {out_ticks} ]; do seq $((i*{out_per_tick}+1)) $((i*{out_per_tick}+{out_per_tick})); "
+            f"usleep 100000; i=$((i+1)); done",
+            out_lines, _seq_bytes(out_lines), containers=out_k),
     }
+
+
+OUTAGE_SECONDS_LABEL = f"{env_int('BENCH_OUTAGE_SECONDS', 60)} s"
+OUTAGE_MARGIN = 10  # seconds of the outage workload before the receiver stops and after it resumes
+
+
+class Outage:
+    """Stops the receiver (SIGSTOP: a hung aggregator, connections open) from `start` to `start + seconds` after
+    the run began, and samples the plugin's PSS every second meanwhile."""
+
+    def __init__(self, receiver_pid: int, start: float, seconds: float) -> None:
+        self.pid, self.start, self.end = receiver_pid, start, start + seconds
+        self.samples: list[int] = []
+        self._stopped = self._resumed = False
+        self._next_sample = 0.0
+
+    def tick(self, elapsed: float, sampler: PssSampler) -> None:
+        if not self._stopped and elapsed >= self.start:
+            os.kill(self.pid, signal.SIGSTOP)
+            self._stopped = True
+            log(f"outage: receiver stopped at {elapsed:.1f} s")
+        if self._stopped and not self._resumed:
+            if elapsed >= self._next_sample:
+                self.samples.append(sampler.sample())
+                self._next_sample = elapsed + 1.0
+            if elapsed >= self.end:
+                self.resume()
+                log(f"outage: receiver resumed at {elapsed:.1f} s")
+
+    def resume(self) -> None:
+        if self._stopped and not self._resumed:
+            os.kill(self.pid, signal.SIGCONT)
+            self._resumed = True
+
+    def figures(self) -> dict:
+        if not self.samples:
+            return {}
+        first, peak = self.samples[0], max(self.samples)
+        return {"outage_s": round(self.end - self.start), "outage_pss_start_mb": round(first / 1e6, 1),
+                "outage_pss_max_mb": round(peak / 1e6, 1), "outage_pss_end_mb": round(self.samples[-1] / 1e6, 1),
+                "outage_pss_growth_pct": round(100 * (peak - first) / first, 1)}
 
 
 # ------------------------------------------------------------------------------------------------- paths
@@ -441,7 +498,8 @@ class Bench:
         }
 
     # ---- one run ---------------------------------------------------------------------------------------
-    def run(self, path: str, workload: Workload, round_no: int, pyspy_out: Path | None = None) -> dict:
+    def run(self, path: str, workload: Workload, round_no: int, pyspy_out: Path | None = None,
+            outage: Outage | None = None) -> dict:
         spec = PATHS[path]
         with ThreadPoolExecutor(8) as pool:
             cids = list(pool.map(lambda _: self.create(path, workload), range(workload.containers)))
@@ -480,6 +538,8 @@ class Bench:
         deadline = t0 + self.timeout
         while True:
             now = time.monotonic()
+            if outage:
+                outage.tick(now - t0, sampler)
             if spec.stores and stored_at is None:
                 stored = sum(c.count() for c in counters)
                 if stored >= expected:
@@ -531,6 +591,7 @@ class Bench:
             "received_records": received if spec.forwards else None,
             "lost": lost, "duplicates": max(0, received - expected) if spec.forwards else 0,
             "dual_logging_cache": dual_cache, "loadavg_before": load,
+            **(outage.figures() if outage else {}),
         }
         for key in ("plugin", "dockerd", "receiver"):
             v = rec[f"{key}_cpu_s"]
@@ -549,7 +610,8 @@ class Bench:
 # ------------------------------------------------------------------------------------------------- summaries
 FIGURES = ["exit_s", "stored_s", "acked_s", "complete_s", "lines_per_s", "mb_per_s", "plugin_cpu_s",
            "plugin_cpu_per_m", "dockerd_cpu_per_m", "receiver_cpu_per_m", "plugin_cpu_per_gb", "dockerd_cpu_per_gb",
-           "receiver_cpu_per_gb", "pss_idle_mb", "pss_peak_mb", "lost"]
+           "receiver_cpu_per_gb", "pss_idle_mb", "pss_peak_mb", "lost", "outage_pss_start_mb", "outage_pss_max_mb",
+           "outage_pss_end_mb", "outage_pss_growth_pct"]
 PER_GB = {"40kb"}  # workloads whose CPU the table shows per GB of output rather than per million lines
 
 
@@ -613,6 +675,9 @@ def targets(summary: dict) -> list[dict]:
     peaks = [conc[p]["pss_peak_mb"]["max"] for p in conc if conc[p].get("pss_peak_mb")]
     if peaks:
         add("plugin memory with 100 containers (PSS peak)", max(peaks), 150, "MB")
+    growth = summary.get("outage", {}).get("logbridge+forward", {}).get("outage_pss_growth_pct")
+    if growth:
+        add(f"plugin memory during a {OUTAGE_SECONDS_LABEL} aggregator outage (PSS growth)", growth["max"], 10, "%")
     lost = [r["lost"]["max"] for w in summary.values() for r in w.values() if r.get("lost")]
     add("lines lost in any run", max(lost) if lost else None, 0, "lines")
     return rows
@@ -663,6 +728,11 @@ def markdown(result: dict) -> str:
                 cell(s.get(f"receiver_cpu_{per}")), cell(s["pss_idle_mb"], "{:.1f}"), cell(s["pss_peak_mb"], "{:.1f}"),
                 cell(s["lost"], "{:.0f}"), cell(s.get("ratio_exit")), cell(s.get("ratio_complete")),
             ]) + " |")
+            if s.get("outage_pss_max_mb"):
+                mb = {k: cell(s[f"outage_pss_{k}_mb"], "{:.1f}") for k in ("start", "max", "end")}
+                lines += ["", f"Plugin PSS while the receiver was stopped: {mb['start']} MB when it stopped, at most "
+                          f"{mb['max']} MB, {mb['end']} MB when it resumed "
+                          f"(growth {cell(s['outage_pss_growth_pct'], '{:.1f}')} %)."]
         lines.append("")
     lines += ["## Targets (issue 5; short-line medians)", "", "| target | value | limit | met |", "|---|---|---|---|"]
     for t in result["targets"]:
@@ -738,6 +808,8 @@ def main() -> int:
     wanted = env_list("BENCH_WORKLOADS", ["short", "100b", "40kb"])
     if os.environ.get("BENCH_CONCURRENT", "0") == "1" and "concurrent" not in wanted:
         wanted.append("concurrent")
+    if os.environ.get("BENCH_OUTAGE", "0") == "1" and "outage" not in wanted:
+        wanted.append("outage")
     paths = env_list("BENCH_PATHS", list(PATHS))
     if "json-file" not in paths:
         paths.insert(0, "json-file")
@@ -777,6 +849,21 @@ def main() -> int:
         result["fluentd_request_ack"] = bench.fluentd_ack
         for wl_name in wanted:
             wl = all_wl[wl_name]
+            if wl_name == "outage":
+                if plugin is None:
+                    log("outage: needs the logbridge paths, skipped")
+                    continue
+                if receiver is None:
+                    receiver = bench.receiver = ReceiverProc()
+                outage = Outage(receiver.pid, OUTAGE_MARGIN, env_int("BENCH_OUTAGE_SECONDS", 60))
+                try:
+                    rec = bench.run("logbridge+forward", wl, 1, outage=outage)
+                finally:
+                    outage.resume()
+                records.append(rec)
+                log(f"outage: acked {rec['acked_s']} s  pss {rec.get('outage_pss_start_mb')} -> "
+                    f"max {rec.get('outage_pss_max_mb')} MB  lost {rec['lost']}")
+                continue
             n = env_int("BENCH_CONC_RUNS", 1) if wl_name == "concurrent" else runs_n
             for rnd in range(1, n + 1):
                 for path in paths:
