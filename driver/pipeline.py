@@ -73,7 +73,8 @@ class Pipeline:
         self.poke()  # a restart may find work left in the journal
 
     def _sink_reads_next(self, start: int) -> bool:
-        return self.forward is not None and self.forward.cursor.pos == start
+        # A probing sink (aggregator not acknowledging) reads small batches of its own: it would not take these.
+        return self.forward is not None and self.forward.stats.connected and self.forward.cursor.pos == start
 
     def _make_jsonlog(self, settings: Settings, store: CursorStore) -> JsonLogWriter:
         attrs = extra_attributes(self.info, self.opts)

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 NAME = "forward"
 BATCH_BYTES = 256 << 10  # journal bytes per batch: ~4k short lines, ~1 MB of Python objects while in flight
+# Until the aggregator has acknowledged something (at start, after a failure) batches are this small and none is
+# prepared ahead: an outage then costs one small batch per container instead of two full ones (measured: PSS
+# +76% for 10 containers during a 60 s outage, from the full batches re-read after each failed attempt).
+PROBE_BYTES = 64 << 10  # above dockerd's largest frame (16 KiB of line and its fields)
 LOG_EVERY = 30.0  # seconds between repeated "aggregator unreachable" log lines (never one per line)
 
 
@@ -110,23 +114,29 @@ class ForwardSink:
         When a delivery fails, nothing is kept in memory: the cursor goes back to the last acknowledged batch
         and the journal is read again on the next attempt (the client waits its backoff first), so a sink whose
         aggregator is away costs disk, not memory."""
+        probing = not self.stats.connected
         if self._pending is None:
-            self._pending = await loop.run_in_executor(executor, self._prepare)
+            limit = PROBE_BYTES if probing else BATCH_BYTES
+            self._pending = await loop.run_in_executor(executor, self._prepare, limit)
             if self._pending is None:
                 return False
         batch = self._pending
-        following = loop.run_in_executor(executor, self._prepare)
+        following = None if probing else loop.run_in_executor(executor, self._prepare, BATCH_BYTES)
         try:
             for frame in batch.frames:
                 await self.client.send(frame.data, frame.chunk_id)
                 self.stats.forwarded += frame.count
         except ForwardError as exc:
-            await asyncio.wait([following])  # let it finish taking from the cursor before the rewind
-            taken = [batch] + ([following.result()] if not following.exception() and following.result() else [])
+            taken = [batch]
+            if following is not None:
+                await asyncio.wait([following])  # let it finish taking from the cursor before the rewind
+                if not following.exception() and following.result():
+                    taken.append(following.result())
             self._failed(taken, exc)
             return True
         except BaseException:
-            following.add_done_callback(lambda f: f.exception())  # closing: the saved cursor re-reads it later
+            if following is not None:
+                following.add_done_callback(lambda f: f.exception())  # closing: the saved cursor re-reads it later
             raise
         if not self.stats.connected:
             self.stats.connected = True
@@ -136,7 +146,7 @@ class ForwardSink:
         self._saved_pos = batch.end
         self._pending = None
         await loop.run_in_executor(executor, self._save, batch.end)
-        self._pending = await following
+        self._pending = await following if following is not None else None
         return True
 
     def _failed(self, taken: list[_Batch], exc: ForwardError) -> None:
@@ -159,15 +169,16 @@ class ForwardSink:
             log.warning("forwarding failed; lines wait in the journal",
                         extra={"sink": NAME, "container": self.container_id[:12], "error": str(exc)})
 
-    def _prepare(self) -> _Batch | None:
-        """Read and encode the next batch (worker thread)."""
+    def _prepare(self, limit: int) -> _Batch | None:
+        """Read and encode the next batch of at most `limit` journal bytes (worker thread)."""
         while True:
             start = self.cursor.pos
-            decoded = self.shared.take(start) if self.shared is not None else None
+            # The json.log writer's batches are full size: not while probing.
+            decoded = self.shared.take(start) if self.shared is not None and limit >= BATCH_BYTES else None
             if decoded is not None:  # the json.log writer decoded this batch already
                 used, entries = decoded
             else:
-                data = self.journal.read(start, BATCH_BYTES)
+                data = self.journal.read(start, limit)
                 if not data:
                     if start < self.journal.start:  # its segment was deleted under us: the cap counted it
                         self.journal.skip_lost(self.cursor)
@@ -176,6 +187,9 @@ class ForwardSink:
                 final = self.sealed and start + len(data) >= self.journal.end
                 entries, used = self.decoder.decode(data, final=final)
                 if used == 0:
+                    if limit < BATCH_BYTES and len(data) == limit:
+                        limit = BATCH_BYTES  # a frame longer than a probe: read the whole of it
+                        continue
                     return None
             if self.journal.take(self.cursor, start, used):
                 break

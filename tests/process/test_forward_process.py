@@ -16,7 +16,7 @@ import pytest
 
 from driver.forward import codec
 from driver.frames import encode_entry
-from driver.sinks.forward import BATCH_BYTES
+from driver.sinks.forward import BATCH_BYTES, PROBE_BYTES
 from tests.plugin_harness import FakeLogger, wait_for
 from tests.support.receiver import ReceiverProcess, free_port, numbers
 
@@ -227,3 +227,20 @@ def test_forward_compress_sends_gzip_packed_forward(plugin, compress):
         assert set(server.kinds) == {want}
     finally:
         server.close()
+
+
+def test_frames_longer_than_a_probe_batch_are_forwarded(plugin, receivers):
+    """Until the aggregator first acknowledges, batches are small probes; a frame longer than a probe (dockerd
+    never writes one, another client may) is still read whole and sent, before and after the first ack."""
+    rcv = receivers()
+    logger = FakeLogger(plugin, config={"fluentd-address": rcv.address, **FAST})
+    logger.start()
+    long_line = b"x" * (PROBE_BYTES + 1000)
+    logger.write(encode_entry(("stdout", time.time_ns(), long_line, False, False, "", 0)))
+    logger.log(b"after the long one")
+    assert wait_for(lambda: len(rcv.records()) == 2, timeout=20)
+    logger.write(encode_entry(("stdout", time.time_ns(), long_line, False, False, "", 0)))
+    assert wait_for(lambda: len(rcv.records()) == 3, timeout=20)
+    logger.stop()
+    logs = [r["record"]["log"] for r in rcv.records()]
+    assert logs == [long_line.decode(), "after the long one", long_line.decode()]
