@@ -194,7 +194,8 @@ class Outage:
         first, peak = self.samples[0], max(self.samples)
         return {"outage_s": round(self.end - self.start), "outage_pss_start_mb": round(first / 1e6, 1),
                 "outage_pss_max_mb": round(peak / 1e6, 1), "outage_pss_end_mb": round(self.samples[-1] / 1e6, 1),
-                "outage_pss_growth_pct": round(100 * (peak - first) / first, 1)}
+                "outage_pss_growth_pct": round(100 * (peak - first) / first, 1),
+                "outage_pss_series_mb": [round(v / 1e6, 1) for v in self.samples]}
 
 
 # ------------------------------------------------------------------------------------------------- paths
