@@ -27,7 +27,7 @@ from driver.partials import merge_partials
 log = logging.getLogger(__name__)
 
 NAME = "forward"
-BATCH_BYTES = 256 << 10  # journal bytes per batch: ~4k short lines, ~1 MB of Python objects while in flight
+BATCH_BYTES = 64 << 10  # journal bytes per batch: ~1.8k short lines, ~0.25 MB of frames while in flight
 # Until the aggregator has acknowledged something (at start, after a failure) batches are this small and none is
 # prepared ahead: an outage then costs one small batch per container instead of two full ones (measured: PSS
 # +76% for 10 containers during a 60 s outage with full batches, +13% with 64 KiB probes).
