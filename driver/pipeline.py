@@ -207,7 +207,9 @@ class Pipeline:
         return 0.0 if since is None else max(0.0, self._loop.time() - since)
 
     async def json_log_caught_up(self, limit: float) -> bool:
-        """Wait until json.log holds everything the journal held when called (ReadLogs reads right after)."""
+        """Wait until json.log holds what the FIFO and the journal held when called (ReadLogs reads right after)."""
+        if self.fifo is not None:
+            self.fifo.drain()  # lines already written to the FIFO count, though the reader may be pausing
         target = self.journal.end
         self.poke()
         deadline = self._loop.time() + limit
