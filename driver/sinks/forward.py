@@ -27,7 +27,9 @@ from driver.partials import merge_partials
 log = logging.getLogger(__name__)
 
 NAME = "forward"
-BATCH_BYTES = 64 << 10  # journal bytes per batch: ~1.8k short lines, ~0.25 MB of frames while in flight
+# Journal bytes per batch the sink reads itself: ~1.8k short lines, ~0.25 MB of frames while in flight. A batch
+# taken decoded from the json.log writer (driver/decoded.py) is the writer's size, 256 KiB.
+BATCH_BYTES = 64 << 10
 # Until the aggregator has acknowledged something (at start, after a failure) batches are this small and none is
 # prepared ahead: an outage then costs one small batch per container instead of two full ones (measured: PSS
 # +76% for 10 containers during a 60 s outage with full batches, +13% with 64 KiB probes).
@@ -173,7 +175,7 @@ class ForwardSink:
         """Read and encode the next batch of at most `limit` journal bytes (worker thread)."""
         while True:
             start = self.cursor.pos
-            # The json.log writer's batches are full size: not while probing.
+            # The json.log writer's batches are larger than a probe: not while probing.
             decoded = self.shared.take(start) if self.shared is not None and limit >= BATCH_BYTES else None
             if decoded is not None:  # the json.log writer decoded this batch already
                 used, entries = decoded
