@@ -110,8 +110,9 @@ class Registry:
     def _finished(self, pipeline: Pipeline) -> None:
         """A pipeline whose FIFO ended and whose consumers caught up: drop it and its FIFO entries."""
         if self.pipelines.get(pipeline.container_id) is pipeline:
-            del self.pipelines[pipeline.container_id]
-            self._fold(pipeline)
+            with self.state_lock:  # folding writes into the container's state: retention must not rmtree it meanwhile
+                self._fold(pipeline)
+                del self.pipelines[pipeline.container_id]
             self._loop.run_in_executor(self._executor, give_back_memory)
             self._save_totals()
         for path in [p for p, cid in self.fifos.items() if cid == pipeline.container_id]:
