@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from driver.decoded import DecodedBatches
 from driver.forward.client import ForwardClient, ForwardError
 from driver.forward.codec import BatchBuilder, Frame, RecordEncoder
-from driver.frames import FrameDecoder
+from driver.frames import HEADER, MAX_FRAME, FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
 from driver.partials import merge_partials
 
@@ -189,8 +189,10 @@ class ForwardSink:
                 final = self.sealed and start + len(data) >= self.journal.end
                 entries, used = self.decoder.decode(data, final=final)
                 if used == 0:
-                    if limit < BATCH_BYTES and len(data) == limit:
-                        limit = BATCH_BYTES  # a frame longer than a probe: read the whole of it
+                    if len(data) == limit < HEADER + MAX_FRAME:
+                        # A frame longer than what was read (a probe, or a torn frame claiming up to MAX_FRAME):
+                        # read all it claims, so it is decoded, or seen as garbage and the lines after it go on.
+                        limit = BATCH_BYTES if limit < BATCH_BYTES else HEADER + MAX_FRAME
                         continue
                     return None
             if self.journal.take(self.cursor, start, used):

@@ -14,7 +14,7 @@ import os
 import time
 
 from driver.decoded import DecodedBatches
-from driver.frames import FrameDecoder
+from driver.frames import HEADER, MAX_FRAME, FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
 from driver.jsonfile import encode_entries
 from driver.logfile import LogFile
@@ -103,6 +103,12 @@ class JsonLogWriter:
         final = self.sealed and start + len(data) >= self.journal.end
         garbled_before = self.decoder.garbled
         entries, used = self.decoder.decode(data, final=final)
+        if used == 0 and len(data) == BATCH_BYTES:
+            # One frame claims more than a batch. dockerd's never do (< 17 KiB), but a torn one can claim up to
+            # MAX_FRAME: read all it claims, so that garbage is seen as such and the lines after it are not held.
+            data = self.journal.read(start, HEADER + MAX_FRAME)
+            final = self.sealed and start + len(data) >= self.journal.end
+            entries, used = self.decoder.decode(data, final=final)
         counts = self.decoder.counts
         if self.shared is not None and used:
             self.shared.put(start, used, entries)

@@ -244,3 +244,20 @@ def test_frames_longer_than_a_probe_batch_are_forwarded(plugin, receivers):
     logger.stop()
     logs = [r["record"]["log"] for r in rcv.records()]
     assert logs == [long_line.decode(), "after the long one", long_line.decode()]
+
+
+def test_a_frame_longer_than_every_batch_is_written_and_forwarded(plugin, receivers):
+    """A frame over both consumers' batch sizes (json.log 256 KiB, forward 64 KiB) is read whole by each of them,
+    and the lines after it follow without waiting for the container to stop."""
+    rcv = receivers()
+    logger = FakeLogger(plugin, config={"fluentd-address": rcv.address, **FAST})
+    logger.start()
+    logger.log(b"first")
+    assert wait_for(lambda: len(rcv.records()) == 1, timeout=20)
+    huge = b"h" * 300_000
+    logger.write(encode_entry(("stdout", time.time_ns(), huge, False, False, "", 0)))
+    logger.log(b"after the huge one")
+    assert wait_for(lambda: len(rcv.records()) == 3, timeout=20)
+    assert [r["record"]["log"] for r in rcv.records()] == ["first", huge.decode(), "after the huge one"]
+    assert wait_for(lambda: plugin.log_file(logger.container_id).read_bytes().count(b"\n") == 3)
+    logger.stop()

@@ -97,3 +97,14 @@ def test_full_disk_during_a_replay_neither_loses_nor_doubles(tmp_path):
     drain(b)  # room again
     assert all_numbers(tmp_path) == list(range(300))
     assert b.stats.lines_written == 300 and b.stats.received_lines["stdout"] == 300
+
+
+def test_a_torn_frame_claiming_more_than_a_batch_does_not_hold_back_the_lines_after_it(tmp_path):
+    # A crash can leave a frame header whose length (here 400 kB, under MAX_FRAME) runs over the lines that
+    # follow: the writer must read far enough to see it is garbage, not wait for the container to stop.
+    torn = (400_000).to_bytes(4, "big") + b"\x0a\x06stdout" + b"\x00" * 100
+    a = writer(tmp_path)
+    a.journal.write(frames(0, 10) + torn + frames(10, 30_000))  # ~800 kB after the torn header
+    drain(a)
+    assert all_numbers(tmp_path) == list(range(30_010))
+    assert a.stats.dropped_lines["garbled_frame"] == 1  # counted as one incident
