@@ -1,6 +1,7 @@
-/* C versions of the consumer's hot path: FIFO frame decoding (driver/frames.py) and json-file line encoding
- * (driver/jsonfile.py). The pure-Python code stays the reference and the fallback: both functions here only
- * take what they are sure to get byte-for-byte right and leave everything else to it.
+/* C versions of the consumers' hot path: FIFO frame decoding (driver/frames.py), json-file line encoding
+ * (driver/jsonfile.py) and forward record packing (driver/forward/codec.py). The pure-Python code stays the
+ * reference and the fallback: the functions here only take what they are sure to get byte-for-byte right and
+ * leave everything else to it.
  *
  * decode_frames(buf, pos) -> (entries, new_pos, (out_lines, out_bytes, err_lines, err_bytes))
  *     Decodes consecutive ordinary frames from buf[pos:] into FrameDecoder's 7-tuples and stops (new_pos is
@@ -11,6 +12,13 @@
  * encode_lines(entries, attrs_json) -> list[bytes] | None
  *     jsonfile.encode_entries for a list of entries, or None when the batch holds something outside this
  *     fast path (unusual source, empty non-final partial chunk, a time outside int64 or years 1..9999).
+ *
+ * encode_records(entries, event_time, prefix_out, prefix_err, partial_prefix_out, partial_prefix_err, extras)
+ *     -> list[bytes] | None
+ *     forward.codec.RecordEncoder.encode_batch on its fast path (no extra shadows a per-record key): the caller
+ *     passes what it packed once per container, C adds the time, the line and the partial_* fields. None when
+ *     the batch holds something outside this fast path (a source other than stdout/stderr, a line that is not
+ *     bytes, flags that are not bools, a partial id that is not plain UTF-8, an ordinal outside int64).
  *
  * Limited API (abi3): one build loads on every CPython >= 3.11 (the buffer protocol joined it in 3.11).
  */
@@ -574,6 +582,213 @@ error:
 }
 
 /* ------------------------------------------------------------------------------------------------------- */
+/* forward records */
+
+#define MAX_SECONDS 0xFFFFFFFDLL /* 0xFFFFFFFE/0xFFFFFFFF (with 0 ns) are Fluent Bit's group markers */
+
+/* The fixed parts of the partial_* fields, packed as codec._partial_tail packs them (record_for's order). */
+static const char partial_head[] = "\xaf" "partial_message" "\xa4" "true" "\xaa" "partial_id";
+static const char partial_ordinal[] = "\xaf" "partial_ordinal";
+static const char partial_last_true[] = "\xac" "partial_last" "\xa4" "true";
+static const char partial_last_false[] = "\xac" "partial_last" "\xa5" "false";
+#define CLEN(s) ((Py_ssize_t)sizeof(s) - 1)
+
+static inline uint8_t *
+put_be32(uint8_t *o, uint32_t v)
+{
+    o[0] = (uint8_t)(v >> 24);
+    o[1] = (uint8_t)(v >> 16);
+    o[2] = (uint8_t)(v >> 8);
+    o[3] = (uint8_t)v;
+    return o + 4;
+}
+
+/* The size of codec._str_header(n); n < 2**32. */
+static inline Py_ssize_t
+str_header_len(Py_ssize_t n)
+{
+    return n < 32 ? 1 : n < 256 ? 2 : n < 0x10000 ? 3 : 5;
+}
+
+/* codec._str_header(n): fixstr, str8, str16 or str32. */
+static inline uint8_t *
+put_str_header(uint8_t *o, Py_ssize_t n)
+{
+    if (n < 32) {
+        *o++ = (uint8_t)(0xA0 | n);
+    } else if (n < 256) {
+        *o++ = 0xD9;
+        *o++ = (uint8_t)n;
+    } else if (n < 0x10000) {
+        *o++ = 0xDA;
+        *o++ = (uint8_t)(n >> 8);
+        *o++ = (uint8_t)n;
+    } else {
+        *o++ = 0xDB;
+        o = put_be32(o, (uint32_t)n);
+    }
+    return o;
+}
+
+static inline uint8_t *
+put(uint8_t *o, const void *s, Py_ssize_t n)
+{
+    memcpy(o, s, n);
+    return o + n;
+}
+
+static PyObject *
+encode_records(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *entries;
+    int event_time;
+    const char *pfx[2][2], *extras;
+    Py_ssize_t pfx_len[2][2], extras_len;
+    if (!PyArg_ParseTuple(args, "Opy#y#y#y#y#:encode_records", &entries, &event_time, &pfx[0][0], &pfx_len[0][0],
+                          &pfx[0][1], &pfx_len[0][1], &pfx[1][0], &pfx_len[1][0], &pfx[1][1], &pfx_len[1][1],
+                          &extras, &extras_len))
+        return NULL;
+    /* Exact types: Python iterates, and a subclass may iterate over something else than its items. */
+    int is_list = PyList_CheckExact(entries);
+    if (!is_list && !PyTuple_CheckExact(entries))
+        Py_RETURN_NONE;
+    Py_ssize_t n_entries = is_list ? PyList_Size(entries) : PyTuple_Size(entries);
+    PyObject *out = PyList_New(n_entries);
+    if (out == NULL)
+        return NULL;
+    PyObject *entry = NULL;
+
+    for (Py_ssize_t i = 0; i < n_entries; i++) {
+        /* Held while in use: an allocation below may collect garbage, and a finalizer may change the list. */
+        entry = is_list ? PyList_GetItem(entries, i) : PyTuple_GetItem(entries, i);
+        if (entry == NULL) {
+            PyErr_Clear();
+            goto fallback;
+        }
+        Py_INCREF(entry);
+        if (!PyTuple_Check(entry) || PyTuple_Size(entry) != 7)
+            goto fallback;
+        PyObject *source = PyTuple_GetItem(entry, 0);
+        PyObject *time_obj = PyTuple_GetItem(entry, 1);
+        PyObject *line = PyTuple_GetItem(entry, 2);
+        PyObject *partial = PyTuple_GetItem(entry, 3);
+        int s;
+        if (source == str_stdout)
+            s = 0;
+        else if (source == str_stderr)
+            s = 1;
+        else if (PyUnicode_CheckExact(source) && PyUnicode_CompareWithASCIIString(source, "stdout") == 0)
+            s = 0;
+        else if (PyUnicode_CheckExact(source) && PyUnicode_CompareWithASCIIString(source, "stderr") == 0)
+            s = 1;
+        else
+            goto fallback; /* any other source needs a prefix of its own */
+        /* Exact types: a subclass could format or test its truth its own way. bool is the exact type of a flag. */
+        if (!PyLong_CheckExact(time_obj) || !PyBytes_CheckExact(line) || !PyBool_Check(partial))
+            goto fallback;
+
+        /* The time clamped as codec._split_ns does: <= 0 is 0.0, past the last second EventTime may carry is
+         * that second with 0 ns. The integer format sends the same seconds. */
+        int overflow = 0;
+        long long t = PyLong_AsLongLongAndOverflow(time_obj, &overflow);
+        if (t == -1 && PyErr_Occurred())
+            goto error;
+        uint32_t sec = 0, nsec = 0;
+        if (overflow > 0 || (overflow == 0 && t / NS > MAX_SECONDS)) {
+            sec = (uint32_t)MAX_SECONDS;
+        } else if (overflow == 0 && t > 0) {
+            sec = (uint32_t)(t / NS);
+            nsec = (uint32_t)(t % NS);
+        }
+
+        Py_ssize_t line_len = PyBytes_Size(line);
+        const char *line_buf = PyBytes_AsString(line);
+        if (line_buf == NULL)
+            goto error;
+        if ((unsigned long long)line_len > 0xFFFFFFFFULL)
+            goto fallback; /* beyond str32: Python raises */
+        int p = partial == Py_True;
+        Py_ssize_t size = (event_time ? 11 : 6) + pfx_len[p][s] + str_header_len(line_len) + line_len + extras_len;
+
+        /* A partial chunk's own fields: the id as UTF-8, the ordinal in decimal (str(int)). */
+        int last = 0;
+        const char *id = NULL;
+        Py_ssize_t id_len = 0;
+        char ordinal[24];
+        int ordinal_len = 0;
+        if (p) {
+            PyObject *last_obj = PyTuple_GetItem(entry, 4);
+            PyObject *id_obj = PyTuple_GetItem(entry, 5);
+            PyObject *ordinal_obj = PyTuple_GetItem(entry, 6);
+            if (!PyBool_Check(last_obj) || !PyUnicode_CheckExact(id_obj) || !PyLong_CheckExact(ordinal_obj))
+                goto fallback;
+            last = last_obj == Py_True;
+            id = PyUnicode_AsUTF8AndSize(id_obj, &id_len);
+            if (id == NULL) { /* lone surrogates: Python's surrogateescape packs some of them as raw bytes */
+                PyErr_Clear();
+                goto fallback;
+            }
+            if ((unsigned long long)id_len > 0xFFFFFFFFULL)
+                goto fallback;
+            long long ord = PyLong_AsLongLongAndOverflow(ordinal_obj, &overflow);
+            if (ord == -1 && PyErr_Occurred())
+                goto error;
+            if (overflow)
+                goto fallback;
+            ordinal_len = snprintf(ordinal, sizeof(ordinal), "%lld", ord);
+            size += CLEN(partial_head) + str_header_len(id_len) + id_len + CLEN(partial_ordinal) + 1 + ordinal_len +
+                    (last ? CLEN(partial_last_true) : CLEN(partial_last_false));
+        }
+
+        /* Written in place (exact size: the limited API cannot shrink a bytes object); no one else has it yet. */
+        PyObject *b = PyBytes_FromStringAndSize(NULL, size);
+        if (b == NULL)
+            goto error;
+        PyList_SetItem(out, i, b);
+        uint8_t *o = (uint8_t *)PyBytes_AsString(b);
+        if (o == NULL)
+            goto error;
+        *o++ = 0x92; /* [time, record] */
+        if (event_time) {
+            *o++ = 0xD7; /* fixext 8, type 0: EventTime */
+            *o++ = 0x00;
+            o = put_be32(o, sec);
+            o = put_be32(o, nsec);
+        } else {
+            *o++ = 0xCE; /* uint32 */
+            o = put_be32(o, sec);
+        }
+        o = put(o, pfx[p][s], pfx_len[p][s]);
+        o = put_str_header(o, line_len);
+        o = put(o, line_buf, line_len);
+        o = put(o, extras, extras_len);
+        if (p) {
+            o = put(o, partial_head, CLEN(partial_head));
+            o = put_str_header(o, id_len);
+            o = put(o, id, id_len);
+            o = put(o, partial_ordinal, CLEN(partial_ordinal));
+            *o++ = (uint8_t)(0xA0 | ordinal_len);
+            o = put(o, ordinal, ordinal_len);
+            if (last)
+                o = put(o, partial_last_true, CLEN(partial_last_true));
+            else
+                o = put(o, partial_last_false, CLEN(partial_last_false));
+        }
+        Py_CLEAR(entry);
+    }
+    return out;
+
+fallback:
+    Py_XDECREF(entry);
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(entry);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
     {"decode_frames", decode_frames, METH_VARARGS,
@@ -582,11 +797,15 @@ static PyMethodDef methods[] = {
     {"encode_lines", encode_lines, METH_VARARGS,
      "encode_lines(entries, attrs_json) -> list[bytes] | None\n\n"
      "jsonfile.encode_entries for a list of entries, or None when the batch needs the Python encoder."},
+    {"encode_records", encode_records, METH_VARARGS,
+     "encode_records(entries, event_time, prefix_out, prefix_err, partial_prefix_out, partial_prefix_err, extras)"
+     " -> list[bytes] | None\n\n"
+     "RecordEncoder.encode_batch's fast path for a list of entries, or None when the batch needs the Python loop."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "_speedups", "C versions of frames.FrameDecoder.decode and jsonfile.encode_entries.",
+    PyModuleDef_HEAD_INIT, "_speedups", "C versions of frames.FrameDecoder.decode, jsonfile.encode_entries and RecordEncoder.encode_batch.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
