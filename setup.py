@@ -1,4 +1,5 @@
-"""Builds the optional C speedups (driver/_speedups.c); everything else is declared in pyproject.toml.
+"""Builds the optional C speedups (driver/_speedups.c, driver/forward/_entries.c); everything else is declared in
+pyproject.toml.
 
 ``optional=True``: without a compiler or Python headers the install goes on without the extension and the
 pure-Python code runs. One abi3 build serves every CPython >= 3.11 of the same architecture.
@@ -14,7 +15,14 @@ setup(
             py_limited_api=True,
             optional=True,
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension(
+            "driver.forward._entries",
+            ["driver/forward/_entries.c"],
+            py_limited_api=True,
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ],
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )

@@ -140,6 +140,7 @@ class Receiver:
             shared_key=self.config.shared_key,
             users=self.config.users,
             self_hostname=self.config.self_hostname,
+            count_only=self.sink is None,  # no records to print: check and count PackedForward entries in C
         )
 
     # -------------------------------------------------------------------------------------------- connection
@@ -237,7 +238,7 @@ class Receiver:
 
     def _emit(self, request: codec.Request) -> None:
         self.stats.requests += 1
-        self.stats.records += len(request.entries)
+        self.stats.records += request.count
         if request.skipped:
             self.stats.skipped += request.skipped
             log.warning(
