@@ -287,7 +287,8 @@ class RecordEncoder:
         extras = [(k, v) for k, v in self._static.items() if k not in _FIXED_KEYS]
         # An extra that shadows a per-record key changes the map's shape: leave that rare case to the
         # generic packer rather than complicate the splice.
-        self._fast = not ({k for k, _ in extras} & (_PARTIAL_KEYS | {"source", "log"}))
+        per_record = _PARTIAL_KEYS | {"source", "log"} | ({record_id_key} if record_id_key else set())
+        self._fast = not ({k for k, _ in extras} & per_record)
         self._fields = 4 + len(extras) + (1 if record_id_key else 0)
         self._head = _pack_pairs((k, self._static.get(k, "")) for k in _FIXED_KEYS)
         self._extras = _pack_pairs(extras)

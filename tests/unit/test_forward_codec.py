@@ -671,3 +671,16 @@ def test_record_ids_are_the_last_field_and_stable_per_position():
     shadowing = _Enc({**static, "source": "x"}, record_id_key="record_id")  # the slow, generic path
     slow = [_msgpack.unpackb(p, raw=False, strict_map_key=False)[1] for p in shadowing.encode_batch(entries, "z")]
     assert [r["record_id"] for r in slow] == ["z0", "z1"]
+
+
+def test_a_label_named_like_the_record_id_key_gives_way_to_the_id():
+    """A map with a key twice is taken differently by each aggregator: the record carries one record_id, the id."""
+    import msgpack as _msgpack
+
+    from driver.forward.codec import RecordEncoder as _Enc
+
+    enc = _Enc({"container_id": "c" * 64, "container_name": "/n", "record_id": "from-a-label"},
+               record_id_key="record_id")
+    [packed] = enc.encode_batch([("stdout", 10**18, b"one", False, False, "", 0)], id_base="b-")
+    pairs = _msgpack.unpackb(packed, raw=False, strict_map_key=False, object_pairs_hook=list)[1]
+    assert [v for k, v in pairs if k == "record_id"] == ["b-0"]
