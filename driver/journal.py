@@ -282,11 +282,22 @@ class Journal:
 
 
 class CursorStore:
-    """Persists cursors as small JSON files, replaced atomically (a SIGKILL leaves the old or the new one)."""
+    """Persists cursors as small JSON files that a SIGKILL or a power cut leaves old or new, never torn.
+
+    A cursor is padded to one 512-byte slot and overwritten in place with a single ``pwrite``: a kill cannot split
+    a write within one page, nor a power cut one within a sector. The forward sink saves after every ack, and a
+    pwrite costs ~5 µs where writing a temporary file and renaming it over the old one cost ~200 µs. The first save
+    of a cursor in a run, and one too long for the slot, still go through a new file renamed into place (which also
+    shrinks a longer file from an older version or a long cursor back to one slot).
+    """
+
+    SLOT = 512
 
     def __init__(self, directory: str) -> None:
         self.dir = directory
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._fds: dict[str, int] = {}  # cursor name -> its file, open for in-place saves
+        self._lock = threading.Lock()  # saves run in worker threads: no fd closed (and reused) under a pwrite
 
     def _path(self, name: str) -> str:
         return os.path.join(self.dir, f"{name}.json")
@@ -305,14 +316,43 @@ class CursorStore:
             extra=dict(data.get("extra", {})),
         )
 
-    def save(self, cursor: Cursor, pos: int | None = None, extra: dict | None = None) -> None:
-        data = {
+    def save(self, cursor: Cursor, pos: int | None = None, extra: dict | None = None, *,
+             in_place_only: bool = False) -> bool:
+        """Save ``cursor`` (at ``pos``, with ``extra``); with ``in_place_only`` only if one pwrite does it (the
+        cursor has been saved before in this run and fits its slot): returns whether it was saved."""
+        data = json.dumps({
             "pos": cursor.pos if pos is None else pos,
             "dropped_frames": cursor.dropped_frames,
             "dropped_bytes": cursor.dropped_bytes,
             "extra": cursor.extra if extra is None else extra,
-        }
-        tmp = self._path(cursor.name) + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, self._path(cursor.name))
+        }).encode()
+        fits = len(data) < self.SLOT
+        if fits:
+            data = data.ljust(self.SLOT - 1) + b"\n"  # json.load ignores the padding
+        with self._lock:
+            fd = self._fds.get(cursor.name)
+            if fd is not None and fits:
+                os.pwrite(fd, data, 0)
+                return True
+            if in_place_only:
+                return False
+            self._forget(cursor.name)
+            path = self._path(cursor.name)
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+            if fits:
+                self._fds[cursor.name] = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            return True
+
+    def close(self) -> None:
+        """Close the files kept open for saves (a later save opens them again)."""
+        with self._lock:
+            for name in list(self._fds):
+                self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)

@@ -46,7 +46,7 @@ class Pipeline:
         # Segments are the unit the cap gives up: keep several under the cap so it bites close to its value.
         self.journal = Journal(os.path.join(self.dir, "journal"), segment_bytes=max(64 << 10, min(8 << 20, cap // 8)),
                                max_bytes=cap)
-        store = CursorStore(os.path.join(self.dir, "cursors"))
+        store = self.store = CursorStore(os.path.join(self.dir, "cursors"))
         # Only worth its memory when a sink reads the same batches right after the json.log writer.
         self.decoded = DecodedBatches(self._sink_reads_next) if opts["fluentd-address"] else None
         self.jsonlog = self._make_jsonlog(settings, store)
@@ -278,6 +278,7 @@ class Pipeline:
             c.close()
         self.journal.release(min(c.saved_pos for c in self.consumers))  # worker thread: no cap task from here
         self.journal.close()
+        self.store.close()
 
 
 def make_forward_client(opts: Options) -> ForwardClient:

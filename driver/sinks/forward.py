@@ -147,7 +147,10 @@ class ForwardSink:
         self.stats.acked += batch.records
         self._saved_pos = batch.end
         self._pending = None
-        await loop.run_in_executor(executor, self._save, batch.end)
+        # Saved before the next batch goes, so a kill repeats at most one batch. Usually one pwrite into the page
+        # cache (as the journal's splices on this thread): a trip to a worker thread would cost more than it.
+        if not self._save(batch.end, in_place_only=True):
+            await loop.run_in_executor(executor, self._save, batch.end)
         self._pending = await following if following is not None else None
         return True
 
@@ -209,11 +212,14 @@ class ForwardSink:
             frames.append(last)
         return _Batch(start, start + used, frames, lines)
 
-    def _save(self, pos: int) -> None:
+    def _save(self, pos: int, in_place_only: bool = False) -> bool:
+        """Whether it was done (see CursorStore.save); a failed save is logged and counts as done."""
         try:
-            self.store.save(self.cursor, pos=pos, extra={"acked": self.stats.acked})
+            return self.store.save(self.cursor, pos=pos, extra={"acked": self.stats.acked},
+                                   in_place_only=in_place_only)
         except OSError as exc:
             log.warning("could not save forward cursor", extra={"error": str(exc)})
+            return True
 
     def flush(self) -> None:
         self._save(self._saved_pos)

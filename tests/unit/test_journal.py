@@ -112,3 +112,22 @@ def test_full_disk_is_reported_not_fatal(tmp_path):
     finally:
         j.close()
         subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_cursor_saves_after_the_first_overwrite_one_slot_in_place(tmp_path):
+    store = CursorStore(str(tmp_path / "c"))
+    cur = store.load("forward")
+    assert not store.save(cur, pos=1, in_place_only=True)  # nothing open yet: the caller goes to a worker thread
+    store.save(cur, pos=2, extra={"acked": 1})
+    path = tmp_path / "c" / "forward.json"
+    inode = path.stat().st_ino
+    assert store.save(cur, pos=3, extra={"acked": 2}, in_place_only=True)
+    assert path.stat().st_ino == inode and path.stat().st_size == CursorStore.SLOT
+    assert (store.load("forward").pos, store.load("forward").extra) == (3, {"acked": 2})
+    store.save(cur, pos=4, extra={"long": "x" * 600})  # too long for the slot: a new file, renamed into place
+    assert store.load("forward").extra == {"long": "x" * 600}
+    store.save(cur, pos=5, extra={})  # and back to one slot, with no tail of the long one left
+    assert path.stat().st_size == CursorStore.SLOT and store.load("forward").pos == 5
+    store.close()
+    assert store.save(cur, pos=6) and store.load("forward").pos == 6  # a save after close opens it again
+    store.close()
