@@ -18,13 +18,14 @@ import sys
 import time
 from dataclasses import asdict
 
+from driver.forward import codec
 from driver.receiver import Receiver, ReceiverConfig
 
 
 async def serve(listen: str, interval: float) -> None:
     receiver = Receiver(ReceiverConfig(listen=listen), sink=None)
     await receiver.start()
-    print(json.dumps({"listening": receiver.address.port}), flush=True)
+    print(json.dumps({"listening": receiver.address.port, "counts_in_c": codec.COUNT_SPEEDUPS}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

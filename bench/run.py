@@ -226,6 +226,7 @@ class ReceiverProc:
             env=dict(os.environ, PYTHONPATH=str(REPO)), text=True, start_new_session=True)
         first = json.loads(self.proc.stdout.readline())
         self.port = first["listening"]
+        self.counts_in_c = first.get("counts_in_c", False)
         self.stats: dict = {"records": 0, "acks": 0, "protocol_errors": 0, "t": time.monotonic()}
         self._lock = threading.Lock()
         self._target: int | None = None
@@ -707,7 +708,10 @@ def markdown(result: dict) -> str:
         "container(s) exited, until json.log held every entry, until the receiver had acked every record. "
         "lines/s and MB/s are over the time until everything was stored and acked (exit for `none`). CPU is "
         "utime+stime per million lines: the plugin's process tree, dockerd alone (not containerd or shims), "
-        "the receiver (bench.receiver: driver.receiver's server, acks on). Memory is the plugin's summed PSS. "
+        "the receiver (bench.receiver: driver.receiver's server, acks on; "
+        + ("it validates and counts PackedForward entries in C without building objects, as Fluent Bit walks them"
+           if result.get("receiver_counts_in_c") else "it decodes every entry in Python") +
+        "). Memory is the plugin's summed PSS. "
         "Ratios are paired with the json-file run of the same round: exit vs exit, stored/acked vs json-file "
         "stored.",
         "",
@@ -845,7 +849,8 @@ def main() -> int:
             log(f"plugin's protobuf implementation: {result['plugin_protobuf']}")
         if any(PATHS[p].forwards for p in paths):
             receiver = ReceiverProc()
-            log(f"receiver on 127.0.0.1:{receiver.port}")
+            result["receiver_counts_in_c"] = receiver.counts_in_c
+            log(f"receiver on 127.0.0.1:{receiver.port}, counting in {'C' if receiver.counts_in_c else 'Python'}")
         bench = Bench(dockerd, image, plugin, receiver, timeout)
         result["fluentd_request_ack"] = bench.fluentd_ack
         for wl_name in wanted:
