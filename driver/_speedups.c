@@ -36,6 +36,24 @@
 
 static PyObject *str_stdout, *str_stderr, *str_empty;
 
+/* 0 for "stdout", 1 for "stderr" (exact str only: a subclass could compare its own way), -1 for anything else. */
+static inline int
+source_index(PyObject *source)
+{
+    if (source == str_stdout)
+        return 0;
+    if (source == str_stderr)
+        return 1;
+    if (!PyUnicode_CheckExact(source))
+        return -1;
+    if (PyUnicode_CompareWithASCIIString(source, "stdout") == 0)
+        return 0;
+    if (PyUnicode_CompareWithASCIIString(source, "stderr") == 0)
+        return 1;
+    return -1;
+}
+
+
 /* ------------------------------------------------------------------------------------------------------- */
 /* UTF-8 as Go's utf8.DecodeRune and Python's strict decoder see it: the length of the valid sequence at s,
  * 0 when the byte at s does not start one (overlong, surrogate, > U+10FFFF, truncated, stray continuation). */
@@ -496,16 +514,8 @@ encode_lines(PyObject *Py_UNUSED(self), PyObject *args)
         PyObject *line = PyTuple_GetItem(entry, 2);
         PyObject *partial = PyTuple_GetItem(entry, 3);
         PyObject *last = PyTuple_GetItem(entry, 4);
-        int s;
-        if (source == str_stdout)
-            s = 0;
-        else if (source == str_stderr)
-            s = 1;
-        else if (PyUnicode_CheckExact(source) && PyUnicode_CompareWithASCIIString(source, "stdout") == 0)
-            s = 0;
-        else if (PyUnicode_CheckExact(source) && PyUnicode_CompareWithASCIIString(source, "stderr") == 0)
-            s = 1;
-        else
+        int s = source_index(source);
+        if (s < 0)
             goto fallback;
         if (!PyLong_Check(time_obj) || !PyBytes_Check(line))
             goto fallback;
@@ -672,16 +682,8 @@ encode_records(PyObject *Py_UNUSED(self), PyObject *args)
         PyObject *time_obj = PyTuple_GetItem(entry, 1);
         PyObject *line = PyTuple_GetItem(entry, 2);
         PyObject *partial = PyTuple_GetItem(entry, 3);
-        int s;
-        if (source == str_stdout)
-            s = 0;
-        else if (source == str_stderr)
-            s = 1;
-        else if (PyUnicode_CheckExact(source) && PyUnicode_CompareWithASCIIString(source, "stdout") == 0)
-            s = 0;
-        else if (PyUnicode_CheckExact(source) && PyUnicode_CompareWithASCIIString(source, "stderr") == 0)
-            s = 1;
-        else
+        int s = source_index(source);
+        if (s < 0)
             goto fallback; /* any other source needs a prefix of its own */
         /* Exact types: a subclass could format or test its truth its own way. bool is the exact type of a flag. */
         if (!PyLong_CheckExact(time_obj) || !PyBytes_CheckExact(line) || !PyBool_Check(partial))
