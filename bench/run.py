@@ -694,6 +694,17 @@ def cell(s: dict | None, fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
 
 
+def _single_runs(result: dict) -> str:
+    """The workloads that ran a different number of rounds (a table of one run shows no min–max)."""
+    rounds = result.get("conc_runs", 1)
+    single = [w for w in result.get("workloads", {})
+              if w == "outage" or (w == "concurrent" and rounds != result["runs"])]
+    if not single:
+        return ""
+    counts = ", ".join(f"{w}: {1 if w == 'outage' else rounds}" for w in single)
+    return f" ({counts})"
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
@@ -703,7 +714,8 @@ def markdown(result: dict) -> str:
         f"dockerd {result['dockerd_version']}; logbridge {result['git']}. "
         f"Load average before/after: {result['loadavg_start']} / {result['loadavg_end']}.",
         "",
-        f"{result['runs']} interleaved rounds per workload; each cell is the median (min–max). json-file and "
+        f"{result['runs']} interleaved rounds per workload{_single_runs(result)}; each cell is the median (min–max). "
+        "json-file and "
         f"logbridge use `max-size={MAX_SIZE}` (nothing rotates). Times are seconds from `start` until the "
         "container(s) exited, until json.log held every entry, until the receiver had acked every record. "
         "lines/s and MB/s are over the time until everything was stored and acked (exit for `none`). CPU is "
@@ -871,6 +883,8 @@ def main() -> int:
                     f"max {rec.get('outage_pss_max_mb')} MB  lost {rec['lost']}")
                 continue
             n = env_int("BENCH_CONC_RUNS", 1) if wl_name == "concurrent" else runs_n
+            if wl_name == "concurrent":
+                result["conc_runs"] = n
             for rnd in range(1, n + 1):
                 for path in paths:
                     rec = bench.run(path, wl, rnd)
