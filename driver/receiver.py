@@ -246,10 +246,17 @@ class Receiver:
             )
         if self.sink is not None:
             for time, record in request.entries:
-                self.sink(record_line(request.tag, time, record))
+                try:
+                    line = record_line(request.tag, time, record)
+                except RecursionError:  # valid msgpack nests to 1024 levels; Python gives up near 1000
+                    line = record_line(request.tag, time, {"_receiver_error": UNPRINTABLE})
+                self.sink(line)
 
 
 # ------------------------------------------------------------------------------------------------ output
+
+
+UNPRINTABLE = "record nested too deep to print as JSON"
 
 
 def record_line(tag: str, time: codec.Time, record: dict[Any, Any]) -> dict[str, Any]:
@@ -306,7 +313,11 @@ class _LineWriter:
         self._pending = False
 
     def __call__(self, line: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(line, ensure_ascii=False) + "\n")
+        try:
+            text = json.dumps(line, ensure_ascii=False)
+        except RecursionError:  # a record just shallow enough for record_line
+            text = json.dumps({**line, "record": {"_receiver_error": UNPRINTABLE}}, ensure_ascii=False)
+        self._stream.write(text + "\n")
         if not self._pending:
             self._pending = True
             asyncio.get_running_loop().call_soon(self.flush)

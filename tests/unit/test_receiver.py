@@ -377,3 +377,21 @@ def test_cli_rejects_a_tls_listener_without_a_certificate(tmp_path):
         timeout=30,
     )
     assert done.returncode == 2 and "--tls-cert" in done.stderr
+
+
+def test_a_record_nested_deeper_than_json_can_print_is_acked_and_shown_as_such():
+    """msgpack nests to 1024 levels, Python's JSON gives up near 1000: the record is valid (Fluent Bit takes it),
+    so it is acked and its line says why it could not be printed, instead of the connection dying."""
+
+    async def scenario():
+        deep: object = "bottom"
+        for _ in range(1000):
+            deep = [deep]
+        async with receiver() as (server, records), raw_connection(server) as (reader, writer):
+            writer.write(codec.encode_message("t", 1, {"log": "deep", "deep": deep}, {"chunk": "d"}) + message("n"))
+            acks = codec.build_ack("d") + codec.build_ack("n")
+            assert await reader.readexactly(len(acks)) == acks
+            assert records[0]["record"] == {"_receiver_error": "record nested too deep to print as JSON"}
+            assert records[1]["record"] == {"log": "hi"}
+
+    run(scenario())
