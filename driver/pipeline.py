@@ -12,7 +12,6 @@ import logging
 import os
 from concurrent.futures import Executor
 
-from driver.decoded import DecodedBatches
 from driver.fifo import FifoSource
 from driver.forward.client import ForwardClient, TlsSettings
 from driver.info import LogInfo, extra_attributes, render_tag
@@ -47,8 +46,6 @@ class Pipeline:
         self.journal = Journal(os.path.join(self.dir, "journal"), segment_bytes=max(64 << 10, min(8 << 20, cap // 8)),
                                max_bytes=cap)
         store = self.store = CursorStore(os.path.join(self.dir, "cursors"))
-        # Only worth its memory when a sink reads the same batches right after the json.log writer.
-        self.decoded = DecodedBatches(self._sink_reads_next) if opts["fluentd-address"] else None
         self.jsonlog = self._make_jsonlog(settings, store)
         self.forward = self._make_forward(store)
         self.consumers: list[Consumer] = [self.jsonlog] + ([self.forward] if self.forward else [])
@@ -72,17 +69,13 @@ class Pipeline:
         self._tasks = [loop.create_task(self._run(c)) for c in self.consumers]
         self.poke()  # a restart may find work left in the journal
 
-    def _sink_reads_next(self, start: int) -> bool:
-        # A probing sink (aggregator not acknowledging) reads small batches of its own: it would not take these.
-        return self.forward is not None and self.forward.stats.connected and self.forward.cursor.pos == start
-
     def _make_jsonlog(self, settings: Settings, store: CursorStore) -> JsonLogWriter:
         attrs = extra_attributes(self.info, self.opts)
         if self.opts["tag"] is not None:
             attrs["tag"] = render_tag(self.opts["tag"], self.info)
         path = log_path(settings.log_root, self.container_id)
         return JsonLogWriter(self.journal, store, path, self.opts["max-size"], self.opts["max-file"],
-                             self.opts["compress"], encode_attrs(attrs), self.stats, self.decoded)
+                             self.opts["compress"], encode_attrs(attrs), self.stats)
 
     def _make_forward(self, store: CursorStore) -> ForwardSink | None:
         opts = self.opts
@@ -95,7 +88,7 @@ class Pipeline:
         return ForwardSink(self.journal, store, client, tag, static, event_time=opts["fluentd-sub-second-precision"],
                            compress=opts["forward-compress"], container_id=self.container_id,
                            merge_max=opts["forward-merge-max-size"] if opts["forward-merge-partials"] else None,
-                           record_ids=opts["forward-record-id"], shared=self.decoded)
+                           record_ids=opts["forward-record-id"])
 
     # ---- FIFO side (event loop) ----------------------------------------------------------------------------
     def attach(self, path: str) -> None:
@@ -272,8 +265,6 @@ class Pipeline:
         return self._closing
 
     def _close_sync(self) -> None:
-        if self.decoded is not None:
-            self.decoded.clear()
         for c in self.consumers:
             c.close()
         self.journal.release(min(c.saved_pos for c in self.consumers))  # worker thread: no cap task from here

@@ -17,7 +17,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from driver.decoded import DecodedBatches
 from driver.forward.client import ForwardClient, ForwardError
 from driver.forward.codec import BatchBuilder, Frame, RecordEncoder
 from driver.frames import HEADER, MAX_FRAME, FrameDecoder
@@ -27,8 +26,7 @@ from driver.partials import merge_partials
 log = logging.getLogger(__name__)
 
 NAME = "forward"
-# Journal bytes per batch the sink reads itself: ~1.8k short lines, ~0.25 MB of frames while in flight. A batch
-# taken decoded from the json.log writer (driver/decoded.py) is the writer's size, 256 KiB.
+# Journal bytes per batch: ~1.8k short lines, ~0.25 MB of frames while in flight.
 BATCH_BYTES = 64 << 10
 # Until the aggregator has acknowledged something (at start, after a failure) batches are this small and none is
 # prepared ahead: an outage then costs one small batch per container instead of two full ones (measured: PSS
@@ -61,8 +59,7 @@ class ForwardSink:
 
     def __init__(self, journal: Journal, store: CursorStore, client: ForwardClient, tag: str,
                  static_fields: dict[str, str], *, event_time: bool, compress: bool, container_id: str,
-                 merge_max: int | None = None, record_ids: bool = False,
-                 shared: DecodedBatches | None = None) -> None:
+                 merge_max: int | None = None, record_ids: bool = False) -> None:
         self.journal = journal
         self.store = store
         self.client = client
@@ -74,7 +71,6 @@ class ForwardSink:
         self.compress = compress
         self.merge_max = merge_max  # join 16 KiB chunks up to this many bytes; None: send chunks as they are
         self.decoder = FrameDecoder()
-        self.shared = shared
         self.cursor: Cursor = store.load(NAME)
         if self.cursor.pos < journal.start:
             self.cursor.pos = journal.start  # the cap took frames while the plugin was down
@@ -160,8 +156,6 @@ class ForwardSink:
         self.stats.retried += taken[0].records
         self.stats.connected = False
         self._pending = None
-        if self.shared is not None:
-            self.shared.clear()
         if self._saved_pos < self.journal.start:
             # The cap gave up journal under these batches while they were in memory: they are lost, and counted
             # like the cap's other drops.
@@ -178,26 +172,21 @@ class ForwardSink:
         """Read and encode the next batch of at most `limit` journal bytes (worker thread)."""
         while True:
             start = self.cursor.pos
-            # The json.log writer's batches are larger than a probe: not while probing.
-            decoded = self.shared.take(start) if self.shared is not None and limit >= BATCH_BYTES else None
-            if decoded is not None:  # the json.log writer decoded this batch already
-                used, entries = decoded
-            else:
-                data = self.journal.read(start, limit)
-                if not data:
-                    if start < self.journal.start:  # its segment was deleted under us: the cap counted it
-                        self.journal.skip_lost(self.cursor)
-                        continue
-                    return None
-                final = self.sealed and start + len(data) >= self.journal.end
-                entries, used = self.decoder.decode(data, final=final)
-                if used == 0:
-                    if len(data) == limit < HEADER + MAX_FRAME:
-                        # A frame longer than what was read (a probe, or a torn frame claiming up to MAX_FRAME):
-                        # read all it claims, so it is decoded, or seen as garbage and the lines after it go on.
-                        limit = BATCH_BYTES if limit < BATCH_BYTES else HEADER + MAX_FRAME
-                        continue
-                    return None
+            data = self.journal.read(start, limit)
+            if not data:
+                if start < self.journal.start:  # its segment was deleted under us: the cap counted it
+                    self.journal.skip_lost(self.cursor)
+                    continue
+                return None
+            final = self.sealed and start + len(data) >= self.journal.end
+            entries, used = self.decoder.decode(data, final=final)
+            if used == 0:
+                if len(data) == limit < HEADER + MAX_FRAME:
+                    # A frame longer than what was read (a probe, or a torn frame claiming up to MAX_FRAME):
+                    # read all it claims, so it is decoded, or seen as garbage and the lines after it go on.
+                    limit = BATCH_BYTES if limit < BATCH_BYTES else HEADER + MAX_FRAME
+                    continue
+                return None
             if self.journal.take(self.cursor, start, used):
                 break
         lines = len(entries)  # counted in lines (as received), whatever merging does to records

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 
-from driver.decoded import DecodedBatches
 from driver.frames import HEADER, MAX_FRAME, FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
 from driver.jsonfile import encode_entries
@@ -30,14 +29,13 @@ class JsonLogWriter:
     name = NAME
 
     def __init__(self, journal: Journal, store: CursorStore, path: str, max_size: int | None, max_file: int,
-                 compress: bool, attrs_json: bytes | None, stats, shared: DecodedBatches | None = None) -> None:
+                 compress: bool, attrs_json: bytes | None, stats) -> None:
         self.journal = journal
         self.store = store
         self.logfile = LogFile(path, max_size, max_file, compress, on_rotate=self.on_rotate)
         self.attrs_json = attrs_json
         self.stats = stats  # per-container counters (driver.stats.ContainerStats)
         self.decoder = FrameDecoder()
-        self.shared = shared  # batches decoded here are offered to the container's other consumers
         self.cursor: Cursor = store.load(NAME)
         self.sealed = False  # the journal will not grow any more (FIFO closed)
         self.disk_full = False
@@ -110,8 +108,6 @@ class JsonLogWriter:
             final = self.sealed and start + len(data) >= self.journal.end
             entries, used = self.decoder.decode(data, final=final)
         counts = self.decoder.counts
-        if self.shared is not None and used:
-            self.shared.put(start, used, entries)
         if used == 0:
             self._maybe_save()
             return False
