@@ -11,19 +11,15 @@ is how every frame dockerd writes begins (protobuf serialises fields in number o
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import NamedTuple
 
 from logbridge_proto.entry_pb2 import LogEntry
 
-try:  # the C decoder for ordinary frames (setup.py builds it when it can); the code below is the reference
-    from driver import _speedups
-except ImportError:
-    _speedups = None
+from driver import speedups
 
-# Whether decoders use the C extension: built, and not switched off with LOGBRIDGE_PURE=1 (tests, comparisons).
-SPEEDUPS = _speedups is not None and os.environ.get("LOGBRIDGE_PURE", "") in ("", "0")
+# Whether decoders use the C decoder for ordinary frames (driver/speedups.py); the code below is the reference.
+SPEEDUPS = speedups.decode_frames is not None
 
 # dockerd's copier cuts lines at 16 KiB, so real frames stay under ~16.5 KB; moby's own readers cap at 1e6.
 MAX_FRAME = 1_000_000
@@ -72,7 +68,7 @@ class FrameDecoder:
     """
 
     def __init__(self, pure: bool = False) -> None:
-        self._c_decode = _speedups.decode_frames if SPEEDUPS and not pure else None
+        self._c_decode = None if pure else speedups.decode_frames
         self.counts = (0, 0, 0, 0)  # the last decode's (stdout lines, stdout bytes, stderr lines, stderr bytes)
         self.skipped_bytes = 0  # garbage bytes stepped over
         self.garbled = 0  # places where the stream had to be resynchronised

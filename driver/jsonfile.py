@@ -21,19 +21,15 @@ from __future__ import annotations
 import calendar
 import codecs
 import json
-import os
 import re
 import time
 from collections.abc import Iterable
 
-try:  # the C encoder for the common batch (setup.py builds it when it can); the code below is the reference
-    from driver import _speedups
-except ImportError:
-    _speedups = None
+from driver import speedups
 
-# Whether encode_entries uses the C extension: built, and not switched off with LOGBRIDGE_PURE=1.
-SPEEDUPS = _speedups is not None and os.environ.get("LOGBRIDGE_PURE", "") in ("", "0")
-_encode_lines = _speedups.encode_lines if SPEEDUPS else None
+# Whether encode_entries uses the C encoder for the common batch (driver/speedups.py); the code below is the reference.
+_encode_lines = speedups.encode_lines
+SPEEDUPS = _encode_lines is not None
 
 # An entry as frames.FrameDecoder produces it (docs/architecture.md, "Decoded entries").
 Entry = tuple[str, int, bytes, bool, bool, str, int]

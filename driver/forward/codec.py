@@ -46,22 +46,11 @@ from typing import Any, Literal, NamedTuple
 
 import msgpack
 
-try:  # the C entry counter for count-only servers (setup.py builds it when it can); see ServerProtocol
-    from driver.forward._entries import count_entries as _c_count_entries
-except ImportError:
-    _c_count_entries = None
+from driver import speedups
 
-try:  # the C packer for RecordEncoder's fast path (setup.py builds it when it can); the loop here is the reference
-    from driver import _speedups
-except ImportError:
-    _speedups = None
-
-# Whether RecordEncoder uses the C extension: built, and not switched off with LOGBRIDGE_PURE=1. (getattr: an
-# extension built before encode_records existed still serves frames.py and jsonfile.py.)
-_encode_records = getattr(_speedups, "encode_records", None)
-SPEEDUPS = _encode_records is not None and os.environ.get("LOGBRIDGE_PURE", "") in ("", "0")
-if not SPEEDUPS:
-    _encode_records = None
+# Whether RecordEncoder packs in C (driver/speedups.py); the loop here is the reference.
+_encode_records = speedups.encode_records
+SPEEDUPS = _encode_records is not None
 
 DEFAULT_PORT = 24224
 # Fluent Bit in_forward's buffer_max_size: the largest request it accepts (fw_conn.h).
@@ -837,8 +826,9 @@ ServerEvent = Request | PingReceived | Ignored
 # ------------------------------------------------------------------------------------------- server protocol
 
 
-# Whether ServerProtocol(count_only=True) counts in C: built, and not switched off with LOGBRIDGE_PURE=1.
-COUNT_SPEEDUPS = _c_count_entries is not None and os.environ.get("LOGBRIDGE_PURE", "") in ("", "0")
+# Whether ServerProtocol(count_only=True) counts in C (driver/speedups.py).
+_c_count_entries = speedups.count_entries
+COUNT_SPEEDUPS = _c_count_entries is not None
 
 
 @dataclass
