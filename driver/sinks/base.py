@@ -14,7 +14,8 @@ import asyncio
 from concurrent.futures import Executor
 from typing import Protocol
 
-from driver.journal import Cursor
+from driver.frames import HEADER, MAX_FRAME, FrameDecoder
+from driver.journal import Cursor, Journal
 
 
 class Consumer(Protocol):
@@ -37,3 +38,21 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def read_frames(journal: Journal, decoder: FrameDecoder, start: int, limit: int,
+                sealed: bool) -> tuple[list[tuple], int] | None:
+    """Entries of the whole frames in ``limit`` journal bytes from ``start``, and the bytes they used (garbage
+    included); None when the journal holds nothing there. ``sealed``: no more bytes will come.
+
+    A frame longer than the read is read whole, four times more at a time up to MAX_FRAME: dockerd's frames stay under
+    17 KiB, but a torn header can claim up to MAX_FRAME, and the lines after it must not wait for the container to stop.
+    """
+    while True:
+        data = journal.read(start, limit)
+        if not data:
+            return None
+        entries, used = decoder.decode(data, final=sealed and start + len(data) >= journal.end)
+        if used or len(data) < limit or limit >= HEADER + MAX_FRAME:
+            return entries, used
+        limit = min(4 * limit, HEADER + MAX_FRAME)

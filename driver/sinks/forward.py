@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from driver.forward.client import ForwardClient, ForwardError
 from driver.forward.codec import BatchBuilder, Frame, RecordEncoder
-from driver.frames import HEADER, MAX_FRAME, FrameDecoder
+from driver.frames import FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
 from driver.partials import merge_partials
+from driver.sinks.base import read_frames
 
 log = logging.getLogger(__name__)
 
@@ -172,20 +173,14 @@ class ForwardSink:
         """Read and encode the next batch of at most `limit` journal bytes (worker thread)."""
         while True:
             start = self.cursor.pos
-            data = self.journal.read(start, limit)
-            if not data:
+            got = read_frames(self.journal, self.decoder, start, limit, self.sealed)
+            if got is None:
                 if start < self.journal.start:  # its segment was deleted under us: the cap counted it
                     self.journal.skip_lost(self.cursor)
                     continue
                 return None
-            final = self.sealed and start + len(data) >= self.journal.end
-            entries, used = self.decoder.decode(data, final=final)
+            entries, used = got
             if used == 0:
-                if len(data) == limit < HEADER + MAX_FRAME:
-                    # A frame longer than what was read (a probe, or a torn frame claiming up to MAX_FRAME):
-                    # read all it claims, so it is decoded, or seen as garbage and the lines after it go on.
-                    limit = BATCH_BYTES if limit < BATCH_BYTES else HEADER + MAX_FRAME
-                    continue
                 return None
             if self.journal.take(self.cursor, start, used):
                 break

@@ -13,10 +13,11 @@ import logging
 import os
 import time
 
-from driver.frames import HEADER, MAX_FRAME, FrameDecoder
+from driver.frames import FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
 from driver.jsonfile import encode_entries
 from driver.logfile import LogFile
+from driver.sinks.base import read_frames
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +92,15 @@ class JsonLogWriter:
 
     def pump(self) -> bool:
         start = self.cursor.pos
-        data = self.journal.read(start, BATCH_BYTES)
-        if not data:
+        garbled_before = self.decoder.garbled
+        got = read_frames(self.journal, self.decoder, start, BATCH_BYTES, self.sealed)
+        if got is None:
             if start < self.journal.start:  # the frames are gone (their segment was deleted): count and move on
                 self.stats.dropped("journal_cap", 0, self.journal.skip_lost(self.cursor))
                 return True
             self._maybe_save()
             return False
-        final = self.sealed and start + len(data) >= self.journal.end
-        garbled_before = self.decoder.garbled
-        entries, used = self.decoder.decode(data, final=final)
-        if used == 0 and len(data) == BATCH_BYTES:
-            # One frame claims more than a batch. dockerd's never do (< 17 KiB), but a torn one can claim up to
-            # MAX_FRAME: read all it claims, so that garbage is seen as such and the lines after it are not held.
-            data = self.journal.read(start, HEADER + MAX_FRAME)
-            final = self.sealed and start + len(data) >= self.journal.end
-            entries, used = self.decoder.decode(data, final=final)
+        entries, used = got
         counts = self.decoder.counts
         if used == 0:
             self._maybe_save()
