@@ -32,11 +32,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 
-from driver.forward.codec import BatchBuilder, RecordEncoder
 from driver.frames import FrameDecoder, encode_entry
 from driver.journal import Journal
 from driver.jsonfile import encode_attrs, encode_entries
 from driver.logfile import LogFile
+from driver.outputs.forward.codec import BatchBuilder, RecordEncoder
 from driver.sinks.jsonlog import BATCH_BYTES
 
 CID = "3f1c5e0b2a9d" * 5 + "abcd"

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from driver.forward import codec
+from driver.outputs.forward import codec
 from driver.receiver import Receiver, ReceiverConfig
 
 

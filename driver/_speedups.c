@@ -1,5 +1,5 @@
 /* C versions of the consumers' hot path: FIFO frame decoding (driver/frames.py), json-file line encoding
- * (driver/jsonfile.py) and forward record packing (driver/forward/codec.py). The pure-Python code stays the
+ * (driver/jsonfile.py) and forward record packing (driver/outputs/forward/codec.py). The pure-Python code stays the
  * reference and the fallback: the functions here only take what they are sure to get byte-for-byte right and
  * leave everything else to it.
  *

@@ -13,15 +13,15 @@ import os
 from concurrent.futures import Executor
 
 from driver.fifo import FifoSource
-from driver.forward.client import ForwardClient, TlsSettings
 from driver.info import LogInfo, extra_attributes, render_tag
 from driver.journal import CursorStore, Journal, JournalFull
 from driver.jsonfile import encode_attrs
 from driver.logsetup import Throttled
 from driver.options import OptionError, Options
+from driver.outputs.forward.client import ForwardClient, TlsSettings
+from driver.outputs.forward.sink import ForwardSink
 from driver.settings import Settings
 from driver.sinks.base import Consumer
-from driver.sinks.forward import ForwardSink
 from driver.sinks.jsonlog import JsonLogWriter, log_path
 from driver.stats import ContainerStats
 

@@ -7,7 +7,7 @@ Prints every record as one JSON line: {"tag": ..., "time": <float seconds>, "tim
 --flavour fluent-bit (default) is as strict as Fluent Bit's in_forward: it closes the connection on a nil
 heartbeat, a bin tag, a non-map option, a request over --max-request (default 6,144,000 bytes), ...; its HELO
 sends the nonce as str. --flavour fluentd is lenient like Fluentd: it ignores nil, skips invalid events, and
-accepts JSON. Acks are always msgpack str. The protocol is `driver.forward.codec`; this module is only I/O.
+accepts JSON. Acks are always msgpack str. The protocol is `driver.outputs.forward.codec`; this module is only I/O.
 
 Test knobs: --ack-delay, --drop-acks N (withhold the first N acks, the connection stays open),
 --close-before-ack N (close the connection instead of sending the first N acks), --count-only (no records,
@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TextIO
 
-from driver.forward import codec
-from driver.forward.client import Address, parse_address
+from driver.outputs.forward import codec
+from driver.outputs.forward.client import Address, parse_address
 
 log = logging.getLogger("driver.receiver")
 

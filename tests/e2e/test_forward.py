@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from driver.frames import encode_entry
-from driver.sinks.forward import BATCH_BYTES
+from driver.outputs.forward.sink import BATCH_BYTES
 from tests.support import read_entries, wait_for, wait_for_entries
 from tests.support.receiver import ReceiverProcess, free_port, numbers, wait_quiet
 

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from driver.forward import codec
 from driver.frames import encode_entry
-from driver.sinks.forward import BATCH_BYTES, PROBE_BYTES
+from driver.outputs.forward import codec
+from driver.outputs.forward.sink import BATCH_BYTES, PROBE_BYTES
 from tests.plugin_harness import FakeLogger, wait_for
 from tests.support.receiver import ReceiverProcess, free_port, numbers
 

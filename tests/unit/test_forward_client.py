@@ -11,8 +11,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from driver.forward import codec
-from driver.forward.client import (
+from driver.outputs.forward import codec
+from driver.outputs.forward.client import (
     Address,
     ConnectError,
     DeliveryError,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driver.forward import codec
-from driver.forward.codec import (
+from driver.outputs.forward import codec
+from driver.outputs.forward.codec import (
     Ack,
     ClientProtocol,
     CompressedPackedForward,
@@ -658,7 +658,7 @@ def test_requests_before_the_bad_bytes_come_with_the_error():
 def test_record_ids_are_the_last_field_and_stable_per_position():
     import msgpack as _msgpack
 
-    from driver.forward.codec import RecordEncoder as _Enc
+    from driver.outputs.forward.codec import RecordEncoder as _Enc
 
     static = {"container_id": "c" * 64, "container_name": "/n", "team": "core"}
     enc = _Enc(static, record_id_key="record_id")
@@ -677,7 +677,7 @@ def test_a_label_named_like_the_record_id_key_gives_way_to_the_id():
     """A map with a key twice is taken differently by each aggregator: the record carries one record_id, the id."""
     import msgpack as _msgpack
 
-    from driver.forward.codec import RecordEncoder as _Enc
+    from driver.outputs.forward.codec import RecordEncoder as _Enc
 
     enc = _Enc({"container_id": "c" * 64, "container_name": "/n", "record_id": "from-a-label"},
                record_id_key="record_id")

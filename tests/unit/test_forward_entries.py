@@ -1,4 +1,4 @@
-"""driver/forward/_entries.c against the Python code it stands in for, and its use by a count-only server.
+"""driver/outputs/forward/_entries.c against the Python code it stands in for, and its use by a count-only server.
 
 The reference is `codec._check_entries(codec._unpack_entries(payload), strict=True)`: `count_entries` must give the
 same number of entries wherever it succeeds and raise ValueError exactly where it raises ProtocolError. Inputs:
@@ -23,12 +23,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from driver.forward import codec
-from driver.forward.client import ForwardClient
-from driver.forward.codec import EventTime, ProtocolError, RecordEncoder, ServerProtocol
+from driver.outputs.forward import codec
+from driver.outputs.forward.client import ForwardClient
+from driver.outputs.forward.codec import EventTime, ProtocolError, RecordEncoder, ServerProtocol
 from driver.receiver import Receiver, ReceiverConfig
 
-_entries = pytest.importorskip("driver.forward._entries", reason="the C extension is not built (setup.py build_ext)")
+_entries = pytest.importorskip("driver.outputs.forward._entries",
+                               reason="the C extension is not built (setup.py build_ext)")
 count_entries = _entries.count_entries
 
 STATIC = {"container_id": "c" * 64, "container_name": "/web"}
@@ -556,7 +557,7 @@ def test_count_only_is_strict_only():
 
 def test_logbridge_pure_switches_the_c_counter_off():
     env = {**os.environ, "LOGBRIDGE_PURE": "1"}
-    code = "from driver.forward import codec; print(codec.COUNT_SPEEDUPS)"
+    code = "from driver.outputs.forward import codec; print(codec.COUNT_SPEEDUPS)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert codec.COUNT_SPEEDUPS == (os.environ.get("LOGBRIDGE_PURE", "") in ("", "0"))

@@ -15,8 +15,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from driver.forward import codec
-from driver.forward.client import ForwardClient
+from driver.outputs.forward import codec
+from driver.outputs.forward.client import ForwardClient
 from driver.receiver import Receiver, ReceiverConfig, record_line
 from tests.unit.receivers import receiver
 

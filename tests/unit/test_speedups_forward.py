@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driver.forward import codec
-from driver.forward.codec import NS, RecordEncoder, pack_entry, record_for
 from driver.frames import FrameDecoder
+from driver.outputs.forward import codec
+from driver.outputs.forward.codec import NS, RecordEncoder, pack_entry, record_for
 
 from .test_speedups import FIFO_SAMPLES, INT64, REPO, lines_st
 

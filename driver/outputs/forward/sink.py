@@ -17,10 +17,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from driver.forward.client import ForwardClient, ForwardError
-from driver.forward.codec import BatchBuilder, Frame, RecordEncoder
 from driver.frames import FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
+from driver.outputs.forward.client import ForwardClient, ForwardError
+from driver.outputs.forward.codec import BatchBuilder, Frame, RecordEncoder
 from driver.partials import merge_partials
 from driver.sinks.base import read_frames
 

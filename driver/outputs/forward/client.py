@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from driver.forward import codec
+from driver.outputs.forward import codec
 
 log = logging.getLogger(__name__)
 
