@@ -8,6 +8,7 @@ turns them into metric families when scraped. Per-container series exist only wh
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from driver import __version__
+from driver import __version__, outputs
 from driver.stats import DROP_REASONS, STREAMS, ContainerStats
 
 STARTED = time.time()
@@ -87,11 +88,17 @@ class LogbridgeCollector:
             for reason in DROP_REASONS:
                 cdropped.add_metric([cid, reason], p.stats.dropped_lines[reason])
         yield from (jbytes, jsegs, backlog, lag, cwritten, cdropped)
-        yield from self._forward_families(live)
+        yield from self._output_families(live)
 
-    def _forward_families(self, live) -> Iterator[Metric]:
-        sinks = [(p.container_id[:12], p.forward) for p in live if p.forward is not None]
-        totals = self.registry.finished_forward
+    def _output_families(self, live) -> Iterator[Metric]:
+        """Each output's counts, labelled by its name (``sink``, as when forward was the only one)."""
+        sinks = [(p.container_id[:12], s) for p in live for s in p.outputs]
+        names = [o.name for o in outputs.available()]
+        names += sorted({s.name for _, s in sinks} - set(names))  # an output unregistered while it still runs
+        totals = self.registry.finished_outputs
+        counts = {name: Counter(totals.get(name, {})) for name in names}
+        for _, s in sinks:
+            counts[s.name].update(s.run_counts())
         fams = {
             "forwarded": CounterMetricFamily("logbridge_sink_lines_forwarded",
                                              "records written to the aggregator, resends included", labels=["sink"]),
@@ -102,17 +109,20 @@ class LogbridgeCollector:
             "failures": CounterMetricFamily("logbridge_sink_failures", "failed delivery attempts", labels=["sink"]),
         }
         for key, fam in fams.items():
-            fam.add_metric(["forward"], sum(s.run_counts()[key] for _, s in sinks) + totals.get(key, 0))
+            for name in names:
+                fam.add_metric([name], counts[name][key])
             yield fam
         dropped = CounterMetricFamily("logbridge_sink_lines_dropped", "records a sink lost, by reason",
                                       labels=["sink", "reason"])
-        dropped.add_metric(["forward", "journal_cap"],
-                           sum(s.run_counts()["dropped"] for _, s in sinks) + totals.get("dropped", 0))
+        for name in names:
+            dropped.add_metric([name, "journal_cap"], counts[name]["dropped"])
+            for key in sorted(k for k in counts[name] if k.startswith("dropped_")):
+                dropped.add_metric([name, key.removeprefix("dropped_")], counts[name][key])
         yield dropped
         up = GaugeMetricFamily("logbridge_sink_up", "1 when the sink's last delivery attempt succeeded",
                                labels=["container_id", "sink"])
         for cid, s in sinks:
-            up.add_metric([cid, "forward"], 1 if s.stats.connected else 0)
+            up.add_metric([cid, s.name], 1 if s.up else 0)
         yield up
 
 

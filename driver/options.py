@@ -1,5 +1,7 @@
 """Every ``--log-opt`` logbridge accepts, declared once: name, kind, default, one-line help.
 
+The node-level rows are here; each output's rows are in its package (driver/outputs/), in the same row format.
+
 The table drives validation at StartLogging (a bad value fails ``docker run`` with a message naming the option and
 the accepted form), the defaults, and the options table in the README (``python -m driver.options``).
 """
@@ -10,6 +12,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from driver import outputs
 
 
 class OptionError(ValueError):
@@ -131,7 +135,9 @@ class Option:
     group: str = "json-file"
 
 
-OPTIONS: tuple[Option, ...] = (
+# The node-level rows: json.log, dockerd's own keys, logbridge's. Each output declares its rows in its package
+# (driver/outputs/<name>/); option_table() puts them together.
+NODE_OPTIONS: tuple[Option, ...] = (
     # json-file's own options, same meaning.
     Option("max-size", SIZE, "100m", "rotate json.log at this size (bounded by default, unlike json-file)"),
     Option("max-file", COUNT, "3", "how many json.log files to keep, the current one included"),
@@ -155,46 +161,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("journal-max-size", SIZE, "256m",
            "cap of the on-disk journal of raw frames; beyond it the oldest unsent frames are dropped and counted",
            "logbridge"),
-    # Docker's fluentd driver options, same meaning where they still apply (forwarding is off without an address).
-    Option("fluentd-address", TEXT, None,
-           "forward destination: tcp://host:port, tls://host:port, tcp+tls://host:port, unix:///path", "forward"),
-    Option("fluentd-async", BOOL, None, "accepted for compatibility: logbridge never blocks a container", "forward"),
-    Option("fluentd-async-connect", BOOL, None, "deprecated alias of fluentd-async", "forward"),
-    Option("fluentd-buffer-limit", RAM_SIZE, None, "accepted for compatibility: the journal is the buffer",
-           "forward"),
-    Option("fluentd-retry-wait", DURATION, "1s", "first wait before reconnecting; doubles up to 60s", "forward"),
-    Option("fluentd-max-retries", NON_NEGATIVE, None, "accepted for compatibility: logbridge retries until the "
-           "journal cap drops frames", "forward"),
-    Option("fluentd-sub-second-precision", BOOL, "true", "send EventTime (nanoseconds) instead of whole seconds",
-           "forward"),
-    Option("fluentd-request-ack", BOOL, "true", "ask the receiver to acknowledge each batch (at-least-once)",
-           "forward"),
-    Option("fluentd-write-timeout", DURATION, "10s", "give up a connection when a write takes longer", "forward"),
-    Option("fluentd-async-reconnect-interval", DURATION, None, "accepted for compatibility", "forward"),
-    Option("forward-compress", BOOL, "false", "send CompressedPackedForward (gzip) frames", "forward"),
-    Option("forward-record-id", BOOL, "false", "add record_id (container, journal offset, index): the same on "
-           "a resend, usable as Elasticsearch's _id to drop duplicates", "forward"),
-    Option("forward-merge-partials", BOOL, "false", "join the 16 KiB chunks of long lines into one record "
-           "(json.log keeps them split, as json-file does)", "forward"),
-    Option("forward-merge-max-size", SIZE, "1m", "longest line forward-merge-partials joins; longer ones go as "
-           "chunks with partial_* fields", "forward"),
-    Option("forward-shared-key", TEXT, None, "shared_key for the forward handshake (prefer a profile: log-opts "
-           "are visible to docker inspect)", "forward"),
-    Option("forward-username", TEXT, None, "username for the forward handshake", "forward"),
-    Option("forward-password", TEXT, None, "password for the forward handshake (prefer a profile)", "forward"),
-    Option("forward-tls-ca-file", TEXT, None, "CA bundle to verify the aggregator (path inside the plugin)",
-           "forward"),
-    Option("forward-tls-cert-file", TEXT, None, "client certificate for mutual TLS (path inside the plugin)",
-           "forward"),
-    Option("forward-tls-key-file", TEXT, None, "client key for mutual TLS (path inside the plugin)", "forward"),
-    Option("forward-tls-server-name", TEXT, None, "name to verify in the aggregator's certificate", "forward"),
-    Option("forward-tls-insecure-skip-verify", BOOL, "false", "do not verify the aggregator's certificate",
-           "forward"),
     Option("logbridge-profile", TEXT, None, "named set of log-opts from the plugin's profiles file (secrets, "
            "destinations that change without recreating containers)", "logbridge"),
 )
 
-BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def option_table() -> tuple[Option, ...]:
+    """The one table: the node-level rows, then each registered output's."""
+    return NODE_OPTIONS + tuple(row for output in outputs.available() for row in output.options)
 
 
 class Options(Mapping[str, Any]):
@@ -221,12 +196,14 @@ def _bad(option: Option, value: str) -> OptionError:
 def parse_options(config: Mapping[str, str] | None) -> Options:
     """Validate dockerd's ``Info.Config``; raises OptionError with a message naming the option and its form."""
     config = dict(config or {})
-    unknown = sorted(k for k in config if k not in BY_NAME)
+    table = option_table()
+    accepted = {o.name for o in table}
+    unknown = sorted(k for k in config if k not in accepted)
     if unknown:
-        names = ", ".join(o.name for o in OPTIONS)
+        names = ", ".join(o.name for o in table)
         raise OptionError(f"logbridge: unknown log-opt {unknown[0]!r}; accepted: {names}")
     values: dict[str, Any] = {}
-    for option in OPTIONS:
+    for option in table:
         raw = config.get(option.name, option.default)
         if raw is None:
             values[option.name] = None
@@ -236,7 +213,10 @@ def parse_options(config: Mapping[str, str] | None) -> Options:
         except ValueError:
             raise _bad(option, raw) from None
     _check_combinations(values, frozenset(config))
-    return Options(values, frozenset(config))
+    opts = Options(values, frozenset(config))
+    for output in outputs.available():
+        output.check(opts)
+    return opts
 
 
 MIN_JOURNAL = 16_000_000  # well above one batch (1 MiB) per consumer, so json.log never loses lines to the cap
@@ -247,14 +227,12 @@ def _check_combinations(values: dict[str, Any], given: frozenset[str]) -> None:
         raise OptionError(f"logbridge: invalid log-opt journal-max-size: expected {SIZE.form}, at least 16m")
     if values["compress"] and values["max-file"] < 2:
         raise OptionError("logbridge: invalid log-opt compress=true: it needs max-file of 2 or more")
-    if "fluentd-async" in given and "fluentd-async-connect" in given:
-        raise OptionError("logbridge: log-opts fluentd-async and fluentd-async-connect conflict: use fluentd-async")
 
 
 def markdown_table() -> str:
-    """The README's options table, generated from OPTIONS."""
+    """The README's options table, generated from option_table()."""
     rows = ["| option | default | accepted values | what it does |", "|---|---|---|---|"]
-    for o in OPTIONS:
+    for o in option_table():
         default = f"`{o.default}`" if o.default is not None else ""
         rows.append(f"| `{o.name}` | {default} | {o.kind.form} | {o.help} |")
     return "\n".join(rows)

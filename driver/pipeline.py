@@ -1,4 +1,4 @@
-"""One container's data path: FIFO --splice--> journal --cursors--> json.log writer (and sinks).
+"""One container's data path: FIFO --splice--> journal --cursors--> json.log writer and the outputs turned on.
 
 The event loop only splices; each consumer runs its batches in a worker thread, woken when the journal grows, so
 neither disk nor network work ever sits between the FIFO and the journal.
@@ -12,14 +12,13 @@ import logging
 import os
 from concurrent.futures import Executor
 
+from driver import outputs
 from driver.fifo import FifoSource
 from driver.info import LogInfo, extra_attributes, render_tag
 from driver.journal import CursorStore, Journal, JournalFull
 from driver.jsonfile import encode_attrs
 from driver.logsetup import Throttled
-from driver.options import OptionError, Options
-from driver.outputs.forward.client import ForwardClient, TlsSettings
-from driver.outputs.forward.sink import ForwardSink
+from driver.options import Options
 from driver.settings import Settings
 from driver.sinks.base import Consumer
 from driver.sinks.jsonlog import JsonLogWriter, log_path
@@ -32,7 +31,7 @@ RETRY_AFTER = 1.0  # seconds before a consumer stopped by a full disk tries agai
 
 class Pipeline:
     def __init__(self, info: LogInfo, opts: Options, settings: Settings, executor: Executor,
-                 loop: asyncio.AbstractEventLoop, on_finished) -> None:
+                 loop: asyncio.AbstractEventLoop, on_finished, shared: outputs.Shared | None = None) -> None:
         self.info = info
         self.opts = opts
         self.container_id = info.container_id
@@ -47,8 +46,10 @@ class Pipeline:
                                max_bytes=cap)
         store = self.store = CursorStore(os.path.join(self.dir, "cursors"))
         self.jsonlog = self._make_jsonlog(settings, store)
-        self.forward = self._make_forward(store)
-        self.consumers: list[Consumer] = [self.jsonlog] + ([self.forward] if self.forward else [])
+        # Each output its own consumer: own cursor, backlog and failures, so a dead destination delays no other.
+        container = outputs.Container(info, opts, self.journal, store, log_path(settings.log_root, info.container_id))
+        self.outputs: list[Consumer] = outputs.build(container, shared or outputs.Shared())
+        self.consumers: list[Consumer] = [self.jsonlog, *self.outputs]
         # Counts restored from the cursors are the container's lifetime counts; the part of them already folded
         # into the plugin's totals (when it last finished or the plugin stopped) is kept beside them.
         self.baseline = ContainerStats(info.container_id)
@@ -76,19 +77,6 @@ class Pipeline:
         path = log_path(settings.log_root, self.container_id)
         return JsonLogWriter(self.journal, store, path, self.opts["max-size"], self.opts["max-file"],
                              self.opts["compress"], encode_attrs(attrs), self.stats)
-
-    def _make_forward(self, store: CursorStore) -> ForwardSink | None:
-        opts = self.opts
-        if not opts["fluentd-address"]:
-            return None
-        client = make_forward_client(opts)
-        static = {"container_id": self.container_id, "container_name": self.info.container_name}
-        static.update(extra_attributes(self.info, opts))
-        tag = render_tag(opts["tag"] if opts["tag"] is not None else "{{.ID}}", self.info)
-        return ForwardSink(self.journal, store, client, tag, static, event_time=opts["fluentd-sub-second-precision"],
-                           compress=opts["forward-compress"], container_id=self.container_id,
-                           merge_max=opts["forward-merge-max-size"] if opts["forward-merge-partials"] else None,
-                           record_ids=opts["forward-record-id"])
 
     # ---- FIFO side (event loop) ----------------------------------------------------------------------------
     def attach(self, path: str) -> None:
@@ -270,21 +258,3 @@ class Pipeline:
         self.journal.release(min(c.saved_pos for c in self.consumers))  # worker thread: no cap task from here
         self.journal.close()
         self.store.close()
-
-
-def make_forward_client(opts: Options) -> ForwardClient:
-    """The forward destination the log-opts describe; OptionError names the option that is wrong."""
-    tls = None
-    if any(opts[k] for k in ("forward-tls-ca-file", "forward-tls-cert-file", "forward-tls-server-name",
-                             "forward-tls-insecure-skip-verify")):
-        tls = TlsSettings(ca_file=opts["forward-tls-ca-file"], cert_file=opts["forward-tls-cert-file"],
-                          key_file=opts["forward-tls-key-file"], server_name=opts["forward-tls-server-name"],
-                          insecure_skip_verify=opts["forward-tls-insecure-skip-verify"])
-    try:
-        return ForwardClient(opts["fluentd-address"], tls=tls, shared_key=opts["forward-shared-key"],
-                             username=opts["forward-username"], password=opts["forward-password"],
-                             require_ack=opts["fluentd-request-ack"], write_timeout=opts["fluentd-write-timeout"],
-                             retry_wait=opts["fluentd-retry-wait"] or 1.0)
-    except ValueError as exc:
-        raise OptionError(f"logbridge: invalid log-opt fluentd-address={opts['fluentd-address']!r}: {exc}; "
-                          "expected tcp://host:port, tls://host:port or unix:///path") from None

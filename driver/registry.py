@@ -14,15 +14,17 @@ import json
 import logging
 import os
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
+from driver import outputs
 from driver.info import LogInfo, render_tag
 from driver.options import OptionError, parse_options
 from driver.pipeline import Pipeline
 from driver.profiles import Profiles
 from driver.retention import Retention, RetentionPolicy
 from driver.settings import Settings
+from driver.sinks.jsonlog import NAME as JSONLOG
 from driver.stats import ContainerStats
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ class Registry:
         self.pipelines: dict[str, Pipeline] = {}
         self.fifos: dict[str, str] = {}  # FIFO path → container id
         self.finished_totals = ContainerStats("finished")  # counts of containers whose pipeline closed
-        self.finished_forward: Counter = Counter()  # forward sink counts of those containers
+        self.finished_outputs: defaultdict[str, Counter] = defaultdict(Counter)  # their outputs' counts, by output
+        self.shared = outputs.Shared()  # the outputs' resources shared by containers
         self._totals_path = os.path.join(settings.state_dir, "totals.json")
         self._load_totals()
         self.profiles = Profiles(settings.profiles)
@@ -88,7 +91,7 @@ class Registry:
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
     def _new_pipeline(self, info: LogInfo, opts) -> Pipeline:
-        pipeline = Pipeline(info, opts, self.settings, self._executor, self._loop, self._finished)
+        pipeline = Pipeline(info, opts, self.settings, self._executor, self._loop, self._finished, self.shared)
         self.pipelines[info.container_id] = pipeline
         return pipeline
 
@@ -103,9 +106,9 @@ class Registry:
 
     def _fold(self, pipeline: Pipeline) -> None:
         pipeline.fold_into(self.finished_totals)
-        if pipeline.forward is not None:
-            self.finished_forward.update(pipeline.forward.run_counts())
-            pipeline.forward.reset_run_counts()
+        for sink in pipeline.outputs:
+            self.finished_outputs[sink.name].update(sink.run_counts())
+            sink.reset_run_counts()
 
     def _finished(self, pipeline: Pipeline) -> None:
         """A pipeline whose FIFO ended and whose consumers caught up: drop it and its FIFO entries."""
@@ -147,7 +150,7 @@ class Registry:
             try:
                 info = LogInfo.from_json(self._load_info(cid))
                 opts = parse_options(self.profiles.apply(info.config))
-                consumers = ["jsonlog"] + (["forward"] if opts["fluentd-address"] else [])
+                consumers = [JSONLOG] + [o.name for o in outputs.turned_on(opts)]
                 if not self._has_backlog(cid, consumers):
                     continue
                 pipeline = self._new_pipeline(info, opts)
@@ -202,6 +205,7 @@ class Registry:
         for p in pipelines:
             self._fold(p)  # their counts so far; after the restart they count from their saved cursors again
         self._save_totals()
+        await self.shared.aclose()
         self._executor.shutdown(wait=True)
 
     # ---- persistence ------------------------------------------------------------------------------------------
@@ -224,13 +228,15 @@ class Registry:
         except (FileNotFoundError, ValueError):
             return
         self.finished_totals.restore(data.get("containers", {}))
-        self.finished_forward.update(data.get("forward", {}))
+        # A totals.json written before outputs were plug-ins has the forward sink's counts under "forward".
+        for name, counts in data.get("outputs", {"forward": data.get("forward", {})}).items():
+            self.finished_outputs[name].update(counts)
 
     def _save_totals(self) -> None:
         """Finished containers' counts, so the plugin's totals survive its restarts."""
         try:
             _write_atomic(self._totals_path, json.dumps({"containers": self.finished_totals.to_json(),
-                                                         "forward": dict(self.finished_forward)}))
+                                                         "outputs": self.finished_outputs}))
         except OSError as exc:
             log.warning("could not save totals", extra={"error": str(exc)})
 

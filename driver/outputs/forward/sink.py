@@ -93,6 +93,10 @@ class ForwardSink:
         self.stats.forwarded = self.stats.retried = self.stats.failures = 0
         self._base = {"acked": self.stats.acked, "dropped": self.cursor.dropped_frames}
 
+    @property
+    def up(self) -> bool:
+        return self.stats.connected
+
     # ---- consumer contract ---------------------------------------------------------------------------------
     @property
     def saved_pos(self) -> int:
