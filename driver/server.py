@@ -12,7 +12,7 @@ import socket
 from aiohttp import web
 from google.protobuf.internal import api_implementation
 
-from driver import __version__, frames, logsetup
+from driver import __version__, frames, logsetup, outputs
 from driver.api import make_app
 from driver.metrics import make_metrics_app
 from driver.registry import Registry
@@ -25,6 +25,11 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     os.makedirs(settings.log_root, mode=0o755, exist_ok=True)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    try:
+        outputs.load(settings.output_modules)
+    except ValueError as exc:
+        log.error(str(exc))
+        raise SystemExit(1) from None
     registry = Registry(settings, loop)
     await registry.restore()
 
@@ -34,7 +39,8 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
     metrics_runner = await _serve_metrics(settings, registry)
     log.info("logbridge serving", extra={"version": __version__, "socket": settings.socket,
                                           "log_root": settings.log_root, "state_dir": settings.state_dir,
-                                          "protobuf": api_implementation.Type(), "speedups": frames.SPEEDUPS})
+                                          "protobuf": api_implementation.Type(), "speedups": frames.SPEEDUPS,
+                                          "outputs": [o.name for o in outputs.available()]})
     if api_implementation.Type() != "upb":
         log.warning("protobuf runs its pure-Python parser: decoding frames is several times slower")
     if not frames.SPEEDUPS:

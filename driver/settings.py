@@ -17,6 +17,7 @@ class Settings:
     retention_seconds: float = 0.0  # stopped containers' logs older than this go; 0 keeps them
     max_bytes: int = 0  # cap on the whole log root; 0: none
     retention_interval: float = 60.0
+    output_modules: tuple[str, ...] = ()  # extra outputs: modules with an OUTPUT (driver.outputs)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -32,4 +33,5 @@ class Settings:
             retention_seconds=float(env.get("RETENTION_SECONDS") or d.retention_seconds),
             max_bytes=int(float(env.get("MAX_BYTES") or d.max_bytes)),
             retention_interval=float(env.get("RETENTION_INTERVAL") or d.retention_interval),
+            output_modules=tuple(m.strip() for m in env.get("LOGBRIDGE_OUTPUT_MODULES", "").split(",") if m.strip()),
         )
