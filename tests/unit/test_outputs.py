@@ -14,7 +14,7 @@ import pytest
 from driver import outputs
 from driver.frames import encode_entry
 from driver.info import LogInfo
-from driver.options import OptionError, markdown_table, option_table, parse_options
+from driver.options import TEXT, Option, OptionError, markdown_table, option_table, parse_options
 from driver.outputs.forward import output as forward_output
 from driver.pipeline import Pipeline
 from driver.settings import Settings
@@ -64,6 +64,32 @@ def test_an_output_cannot_take_a_name_or_an_option_already_declared(testfile_out
         outputs.register(clash)
     with pytest.raises(ValueError, match="cannot load an output from 'tests.support.nothing_here'"):
         outputs.load(["tests.support.nothing_here"])
+
+
+def test_a_shared_resource_is_made_once_per_process_and_closed_at_shutdown():
+    class Pool:
+        made = closed = 0
+
+        def __init__(self) -> None:
+            Pool.made += 1
+
+        async def aclose(self) -> None:
+            Pool.closed += 1
+
+    pooled = outputs.Output("pooled", (Option("pooled-url", TEXT, None, "test only", "pooled"),),
+                            turned_on=lambda opts: bool(opts["pooled-url"]), build=lambda c, shared: shared,
+                            make_shared=Pool)
+    outputs.register(pooled)
+    try:
+        shared = outputs.Shared()
+        built = [outputs.build(outputs.Container(LogInfo.from_json(info_for(cid * 64, config)), parse_options(config),
+                                                 None, None, ""), shared)
+                 for cid, config in (("a", {"pooled-url": "x"}), ("b", {"pooled-url": "x"}), ("c", {}))]
+        assert built[2] == [] and built[0][0] is built[1][0] and Pool.made == 1
+        asyncio.run(shared.aclose())
+        assert Pool.closed == 1
+    finally:
+        outputs.unregister("pooled")
 
 
 def _refusing_address() -> tuple[str, None]:
