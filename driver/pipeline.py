@@ -131,8 +131,8 @@ class Pipeline:
         self.poke()
         self._loop.create_task(self._finish_when_idle())
 
-    def _on_dropped(self, frames: int, nbytes: int) -> None:
-        self.stats.dropped("disk_full", frames, nbytes)
+    def _on_dropped(self, counts: tuple[int, int, int, int, int]) -> None:
+        self.stats.unjournaled(*counts)
 
     async def _enforce_cap(self) -> None:
         try:
