@@ -87,6 +87,12 @@ class LogbridgeCollector:
             for reason in DROP_REASONS:
                 cdropped.add_metric([cid, reason], p.stats.lines_dropped(reason))
         yield from (jbytes, jsegs, backlog, lag, cwritten, cdropped)
+        refused = CounterMetricFamily("logbridge_state_save_failures",
+                                      "writes of a plugin state file the disk refused (each is retried)",
+                                      labels=["file"])
+        for name, count in sorted(self.registry.state_files.failures.items()):
+            refused.add_metric([name], count)
+        yield refused
         yield from self._forward_families(live)
 
     def _forward_families(self, live) -> Iterator[Metric]:

@@ -23,6 +23,7 @@ from driver.pipeline import Pipeline
 from driver.profiles import Profiles
 from driver.retention import Retention, RetentionPolicy
 from driver.settings import Settings
+from driver.statefiles import StateFiles
 from driver.stats import ContainerStats
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Registry:
         self.finished_totals = ContainerStats("finished")  # counts of containers whose pipeline closed
         self.finished_forward: Counter = Counter()  # forward sink counts of those containers
         self._totals_path = os.path.join(settings.state_dir, "totals.json")
+        self.state_files = StateFiles(loop)  # a full state dir: warned once, counted, retried
         self._load_totals()
         self.profiles = Profiles(settings.profiles)
         self.state_lock = threading.Lock()  # retention removes a container's files only while holding it
@@ -102,7 +104,7 @@ class Registry:
         return total
 
     def _fold(self, pipeline: Pipeline) -> None:
-        pipeline.fold_into(self.finished_totals)
+        pipeline.fold_into(self.finished_totals, self.state_files.save)
         if pipeline.forward is not None:
             self.finished_forward.update(pipeline.forward.run_counts())
             pipeline.forward.reset_run_counts()
@@ -202,6 +204,8 @@ class Registry:
         for p in pipelines:
             self._fold(p)  # their counts so far; after the restart they count from their saved cursors again
         self._save_totals()
+        self.state_files.retry()  # a last try for files a full disk refused earlier
+        self.state_files.close()
         self._executor.shutdown(wait=True)
 
     # ---- persistence ------------------------------------------------------------------------------------------
@@ -211,7 +215,8 @@ class Registry:
     def _save_info(self, info_json: dict, cid: str) -> None:
         path = self._info_path(cid)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        _write_atomic(path, json.dumps(info_json))
+        text = json.dumps(info_json)
+        self.state_files.save(path, lambda: text)
 
     def _load_info(self, cid: str) -> dict:
         with open(self._info_path(cid), encoding="utf-8") as f:
@@ -227,22 +232,12 @@ class Registry:
         self.finished_forward.update(data.get("forward", {}))
 
     def _save_totals(self) -> None:
-        """Finished containers' counts, so the plugin's totals survive its restarts."""
-        try:
-            _write_atomic(self._totals_path, json.dumps({"containers": self.finished_totals.to_json(),
-                                                         "forward": dict(self.finished_forward)}))
-        except OSError as exc:
-            log.warning("could not save totals", extra={"error": str(exc)})
+        """Finished containers' counts, so the plugin's totals survive its restarts (a retry writes the newest)."""
+        self.state_files.save(self._totals_path, lambda: json.dumps({"containers": self.finished_totals.to_json(),
+                                                                     "forward": dict(self.finished_forward)}))
 
     def _save_table(self) -> None:
-        _write_atomic(self._table, json.dumps(self.fifos))
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+        self.state_files.save(self._table, lambda: json.dumps(self.fifos))
 
 
 def give_back_memory() -> None:
