@@ -10,9 +10,8 @@ import asyncio
 import fcntl
 import logging
 import os
-import struct
 
-from driver.frames import HEADER, MAX_FRAME
+from driver.frames import HEADER, FrameDecoder, last_boundary
 from driver.journal import Journal, JournalFull
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,6 @@ WAKE_BUDGET = 8 << 20  # bytes moved per wake-up before giving other FIFOs a tur
 COALESCE_BYTES = 256 << 10
 COALESCE_SECONDS = 0.002
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_unpack_len = struct.Struct(">I").unpack_from
 
 
 def open_fifo(path: str) -> int:
@@ -48,7 +46,7 @@ class FifoSource:
         self.fd = open_fifo(path)
         self._on_data = on_data
         self._on_eof = on_eof
-        self._on_dropped = on_dropped  # (frames, bytes) lost because the disk was full
+        self._on_dropped = on_dropped  # counts of the lines lost because the disk was full (see _Overflow)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._overflow: _Overflow | None = None
         self._resume: asyncio.TimerHandle | None = None
@@ -77,13 +75,14 @@ class FifoSource:
             return -1
         total = 0
         while total < budget:
-            if self._overflow is not None:
-                # Room first, then read: what arrives once the disk has room again must not be dropped.
-                if self._overflow.recovered(self.journal):
+            overflow = self._overflow
+            if overflow is not None:
+                # Every read goes to the journal first: only what the disk has no room for is dropped. Each turn
+                # reads the pipe (or finds it empty and stops), so a full disk never makes this loop spin.
+                n = overflow.pump(self.fd)
+                if overflow.store():
                     log.warning("journal disk has room again", extra={"fifo": self.path})
                     self._overflow = None
-                    continue
-                n = self._overflow.pump(self.fd)
             else:
                 try:
                     n = self.journal.splice_from(self.fd, budget - total)
@@ -110,26 +109,34 @@ class FifoSource:
             self._resume = None
         if self._loop is not None:
             self._loop.remove_reader(self.fd)
+        if self._overflow is not None:
+            # The start of a frame whose rest is still in the pipe (or never came): the journal gets it if it has
+            # room now; otherwise that line is counted as dropped, never lost without a count.
+            self._overflow.give_up()
+            self._overflow = None
+            self._on_data()
         os.close(self.fd)
         self.fd = -1
 
 
 class _Overflow:
-    """Read-and-drop while the journal cannot grow, keeping the journal's frame stream intact.
+    """Read-and-drop while the journal's disk is full, keeping the journal a stream of whole frames.
 
-    The journal may end inside a frame: the bytes that complete it are kept, and so is the start of the last frame
-    read from the pipe, so that when the disk has room again they are written and splicing resumes exactly where
-    it stopped. Every whole frame in between is dropped and counted.
+    On entry the torn frame splice left at the journal's end is taken back into memory, so the journal ends on a
+    frame boundary (a kill now leaves no torn frame behind, and no disk-full drop can turn into garbage). Each read
+    from the pipe is then offered to the journal: what it stores is cut back to the last whole frame, the whole
+    frames it had no room for are dropped and counted by stream, and the unfinished frame at the end of the read is
+    kept for the next read. Memory stays bounded: at most one frame (≤ MAX_FRAME) plus one read.
     """
 
     def __init__(self, journal: Journal, on_dropped) -> None:
-        self._on_dropped = on_dropped
-        boundary = _last_boundary(journal)
-        self._in_journal = journal.end - boundary  # bytes of the first frame in _buf that the journal holds
-        self._buf = bytearray(journal.read(boundary, self._in_journal))  # starts at a frame boundary
-        self._keep = bytearray()  # the rest of the journal's unfinished frame, owed to the journal
+        self._journal = journal
+        self._on_dropped = on_dropped  # (stdout lines, stdout bytes, stderr lines, stderr bytes, garbled)
+        self._decoder = FrameDecoder()
+        self._buf = bytearray(journal.take_torn_tail())  # starts at a frame boundary
 
     def pump(self, fd: int) -> int:
+        """Read the pipe into the buffer: bytes read, 0 when it is empty, -1 at EOF."""
         try:
             data = os.read(fd, PIPE_SIZE)
         except BlockingIOError:
@@ -137,49 +144,33 @@ class _Overflow:
         if not data:
             return -1
         self._buf += data
-        self._settle()
         return len(data)
 
-    def _settle(self) -> None:
-        buf, pos, frames = self._buf, 0, 0
-        while len(buf) - pos >= HEADER:
-            (length,) = _unpack_len(buf, pos)
-            end = pos + HEADER + length
-            if length > MAX_FRAME or end > len(buf):
-                break
-            if pos == 0 and self._in_journal:
-                self._keep += buf[self._in_journal : end]  # completes the journal's frame: kept, not dropped
-                self._in_journal = 0
-            else:
-                frames += 1
-            pos = end
-        if frames:
-            self._on_dropped(frames, pos)
-        del buf[:pos]
-
-    def recovered(self, journal: Journal) -> bool:
-        """Try to hand the kept bytes to the journal; True once it took them all (splicing may resume)."""
-        if self._in_journal:
-            return False  # the journal's unfinished frame is not whole yet
-        pending = bytes(self._keep + self._buf)
-        done = journal.write(pending)
-        if done == len(pending):
+    def store(self) -> bool:
+        """Offer the buffer to the journal; drop the whole frames it has no room for. True once a write stored
+        everything read (splicing may resume where the buffer ended)."""
+        buf = self._buf
+        if not buf:
+            return False  # nothing to try the disk with: stay until a read brings bytes
+        done = self._journal.write(buf)
+        if done == len(buf):
+            buf.clear()
             return True
-        # The stored prefix is the journal's now; the rest is owed, the same way.
-        self._keep = bytearray(pending[done:])
-        self._buf = bytearray()
+        whole, _ = last_boundary(buf, 0, done)
+        if whole < done:
+            self._journal.truncate(self._journal.end - (done - whole))  # no torn frame left in the journal
+        del buf[:whole]
+        garbled = self._decoder.garbled
+        _, used = self._decoder.decode(bytes(buf))  # the whole frames that do not fit (and any garbage)
+        if used:
+            self._on_dropped((*self._decoder.counts, self._decoder.garbled - garbled))
+            del buf[:used]
         return False
 
-
-def _last_boundary(journal: Journal) -> int:
-    """The last frame boundary at or before the journal's end, walking headers from a known boundary."""
-    pos = journal.known_boundary()
-    while True:
-        head = journal.read(pos, HEADER)
-        if len(head) < HEADER:
-            return pos
-        (length,) = _unpack_len(head, 0)
-        nxt = pos + HEADER + length
-        if length > MAX_FRAME or nxt > journal.end:
-            return pos
-        pos = nxt
+    def give_up(self) -> None:
+        """The FIFO closes: store the unfinished frame if there is room now, else count its line as dropped."""
+        if self.store() or not self._buf:
+            return
+        stderr = bytes(self._buf[HEADER + 2 : HEADER + 8]) == b"stderr"
+        self._on_dropped((0, 0, 1, 0, 0) if stderr else (1, 0, 0, 0, 0))
+        self._buf.clear()

@@ -167,6 +167,21 @@ class FrameDecoder:
         self.skipped_bytes += n
 
 
+def last_boundary(buf: bytes | bytearray, pos: int = 0, limit: int | None = None) -> tuple[int, bool]:
+    """Walk frame headers from the frame boundary ``pos``: the last boundary at or before ``limit`` (the end of
+    ``buf`` by default), and whether the walk stopped at a length no frame has (garbage: later boundaries unknown)."""
+    limit = len(buf) if limit is None else limit
+    while limit - pos >= HEADER:
+        (length,) = _unpack_len(buf, pos)
+        if length > MAX_FRAME:
+            return pos, True
+        nxt = pos + HEADER + length
+        if nxt > limit:
+            break
+        pos = nxt
+    return pos, False
+
+
 def encode_frame(source: str, time_nano: int, line: bytes) -> bytes:
     """One frame as ReadLogs returns it to dockerd (no partial metadata: dockerd drops it on reads anyway)."""
     msg = LogEntry(source=source, time_nano=time_nano, line=line)

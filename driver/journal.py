@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driver.frames import HEADER, MAX_FRAME
+from driver.frames import HEADER, MAX_FRAME, last_boundary
 
 SEGMENT_SUFFIX = ".seg"
 _unpack_len = struct.Struct(">I").unpack_from
@@ -109,19 +109,24 @@ class Journal:
             self._starts.append(start)
 
     def splice_from(self, fifo_fd: int, budget: int) -> int:
-        """Move up to ``budget`` bytes from the FIFO. Returns bytes moved; -1 at EOF; 0 when the pipe is empty."""
+        """Move up to ``budget`` bytes from the FIFO. Returns bytes moved; -1 at EOF; 0 when the pipe is empty.
+        JournalFull only when nothing was moved (bytes moved before the disk filled are reported first)."""
         moved = 0
         while moved < budget:
-            self._roll_if_full()
-            want = min(budget - moved, self.segment_bytes - self._wlen)
             try:
+                self._roll_if_full()
+                want = min(budget - moved, self.segment_bytes - self._wlen)
                 n = os.splice(fifo_fd, self._wfd, max(want, 1 << 16), offset_dst=self._wlen)
             except BlockingIOError:
                 return moved
             except OSError as exc:
-                if _is_full(exc):
-                    raise JournalFull(exc.errno, "journal file system is full") from exc
-                raise
+                if not _is_full(exc):
+                    raise
+                if moved:
+                    return moved
+                if isinstance(exc, JournalFull):
+                    raise
+                raise JournalFull(exc.errno, "journal file system is full") from exc
             if n == 0:
                 return moved if moved else -1
             self._wlen += n
@@ -133,8 +138,8 @@ class Journal:
         """Append bytes read by other means (the disk-full path). Returns how many were stored."""
         done = 0
         while done < len(data):
-            self._roll_if_full()
             try:
+                self._roll_if_full()
                 n = os.pwrite(self._wfd, data[done : done + self.segment_bytes - self._wlen], self._wlen)
             except OSError as exc:
                 if _is_full(exc):
@@ -144,6 +149,55 @@ class Journal:
             self.end += n
             done += n
         return done
+
+    def truncate(self, end: int) -> None:
+        """Give back the bytes after ``end``, a frame boundary no consumer has passed (the disk-full path keeps the
+        journal a stream of whole frames). Segments that start after ``end`` go; shrinking a file needs no room."""
+        with self._lock:
+            self._truncate_locked(end)
+
+    def _truncate_locked(self, end: int) -> None:
+        end = max(end, self._starts[0])
+        if end >= self.end:
+            return
+        while len(self._starts) > 1 and self._starts[-1] > end:
+            start = self._starts.pop()
+            fd = self._read_fds.pop(start, None)
+            if fd is not None:
+                os.close(fd)
+            Path(self._path(start)).unlink(missing_ok=True)
+        if self._wstart != self._starts[-1]:
+            os.close(self._wfd)
+            self._wstart = self._starts[-1]
+            self._wfd = os.open(self._path(self._wstart), os.O_WRONLY | os.O_CLOEXEC)
+        os.ftruncate(self._wfd, end - self._wstart)
+        self._wlen = end - self._wstart
+        self.end = end
+
+    def take_torn_tail(self) -> bytes:
+        """Cut the unfinished frame at the journal's end (where splice stopped on a full disk) and return its bytes.
+
+        Found by walking frame headers from the furthest consumer's position. Behind garbage the boundaries are
+        unknown: then nothing is cut (the consumers' decoders resynchronise as for any garbage)."""
+        with self._lock:
+            pos = self.known_boundary()
+            while True:
+                chunk = self._read_locked(pos, 1 << 20)
+                if len(chunk) < HEADER:
+                    break
+                whole, garbage = last_boundary(chunk)
+                if garbage and not whole:
+                    return b""
+                if whole:
+                    pos += whole
+                    continue
+                (length,) = _unpack_len(chunk, 0)  # one frame longer than the chunk
+                if pos + HEADER + length > self.end:
+                    break
+                pos += HEADER + length
+            tail = self._read_locked(pos, self.end - pos)
+            self._truncate_locked(pos)
+            return tail
 
     # ---- reading (any thread) -----------------------------------------------------------------------------------
     def _read_fd(self, start: int) -> int:

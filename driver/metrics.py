@@ -47,8 +47,8 @@ class LogbridgeCollector:
             "logbridge_received_bytes", "bytes of log lines read from dockerd", labels=["stream"]
         )
         for stream in STREAMS:
-            received.add_metric([stream], sum(s.received_lines[stream] for s in all_stats))
-            received_b.add_metric([stream], sum(s.received_bytes[stream] for s in all_stats))
+            received.add_metric([stream], sum(s.lines_received(stream) for s in all_stats))
+            received_b.add_metric([stream], sum(s.bytes_received(stream) for s in all_stats))
         yield received
         yield received_b
         yield CounterMetricFamily(
@@ -61,7 +61,7 @@ class LogbridgeCollector:
         )
         dropped = CounterMetricFamily("logbridge_lines_dropped", "lines lost, by reason", labels=["reason"])
         for reason in DROP_REASONS:
-            dropped.add_metric([reason], sum(s.dropped_lines[reason] for s in all_stats))
+            dropped.add_metric([reason], sum(s.lines_dropped(reason) for s in all_stats))
         yield dropped
 
         jbytes = GaugeMetricFamily("logbridge_journal_bytes", "bytes held in the container's journal",
@@ -86,8 +86,14 @@ class LogbridgeCollector:
                 lag.add_metric([cid, c.name], p.lag_seconds(c.name))
             cwritten.add_metric([cid], p.stats.lines_written)
             for reason in DROP_REASONS:
-                cdropped.add_metric([cid, reason], p.stats.dropped_lines[reason])
+                cdropped.add_metric([cid, reason], p.stats.lines_dropped(reason))
         yield from (jbytes, jsegs, backlog, lag, cwritten, cdropped)
+        refused = CounterMetricFamily("logbridge_state_save_failures",
+                                      "writes of a plugin state file the disk refused (each is retried)",
+                                      labels=["file"])
+        for name, count in sorted(self.registry.state_files.failures.items()):
+            refused.add_metric([name], count)
+        yield refused
         yield from self._output_families(live)
 
     def _output_families(self, live) -> Iterator[Metric]:

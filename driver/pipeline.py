@@ -119,8 +119,8 @@ class Pipeline:
         self.poke()
         self._loop.create_task(self._finish_when_idle())
 
-    def _on_dropped(self, frames: int, nbytes: int) -> None:
-        self.stats.dropped("disk_full", frames, nbytes)
+    def _on_dropped(self, counts: tuple[int, int, int, int, int]) -> None:
+        self.stats.unjournaled(*counts)
 
     async def _enforce_cap(self) -> None:
         try:
@@ -234,19 +234,15 @@ class Pipeline:
             await c.aclose()
         self.closed.set()
 
-    def fold_into(self, totals: ContainerStats) -> None:
-        """Add what this container counted since its last fold to ``totals`` and remember it was added."""
+    def fold_into(self, totals: ContainerStats, save) -> None:
+        """Add what this container counted since its last fold to ``totals`` and remember it was added
+        (``save(path, render)`` writes folded.json, later if the disk refuses it now: StateFiles.save)."""
         totals.add(self.stats)
         totals.add(self.baseline, sign=-1)
         self.baseline = ContainerStats(self.container_id)
         self.baseline.add(self.stats)
-        try:
-            tmp = self._folded_path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.baseline.to_json(), f)
-            os.replace(tmp, self._folded_path)
-        except OSError as exc:
-            log.warning("could not save folded counts", extra={"error": str(exc)})
+        text = json.dumps(self.baseline.to_json())
+        save(self._folded_path, lambda: text)
 
     @property
     def closing(self) -> bool:

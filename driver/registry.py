@@ -25,6 +25,7 @@ from driver.profiles import Profiles
 from driver.retention import Retention, RetentionPolicy
 from driver.settings import Settings
 from driver.sinks.jsonlog import NAME as JSONLOG
+from driver.statefiles import StateFiles
 from driver.stats import ContainerStats
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Registry:
         self.finished_outputs: defaultdict[str, Counter] = defaultdict(Counter)  # their outputs' counts, by output
         self.shared = outputs.Shared()  # the outputs' resources shared by containers
         self._totals_path = os.path.join(settings.state_dir, "totals.json")
+        self.state_files = StateFiles(loop)  # a full state dir: warned once, counted, retried
         self._load_totals()
         self.profiles = Profiles(settings.profiles)
         self.state_lock = threading.Lock()  # retention removes a container's files only while holding it
@@ -105,7 +107,7 @@ class Registry:
         return total
 
     def _fold(self, pipeline: Pipeline) -> None:
-        pipeline.fold_into(self.finished_totals)
+        pipeline.fold_into(self.finished_totals, self.state_files.save)
         for sink in pipeline.outputs:
             self.finished_outputs[sink.name].update(sink.run_counts())
             sink.reset_run_counts()
@@ -206,6 +208,8 @@ class Registry:
             self._fold(p)  # their counts so far; after the restart they count from their saved cursors again
         self._save_totals()
         await self.shared.aclose()
+        self.state_files.retry()  # a last try for files a full disk refused earlier
+        self.state_files.close()
         self._executor.shutdown(wait=True)
 
     # ---- persistence ------------------------------------------------------------------------------------------
@@ -215,7 +219,8 @@ class Registry:
     def _save_info(self, info_json: dict, cid: str) -> None:
         path = self._info_path(cid)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        _write_atomic(path, json.dumps(info_json))
+        text = json.dumps(info_json)
+        self.state_files.save(path, lambda: text)
 
     def _load_info(self, cid: str) -> dict:
         with open(self._info_path(cid), encoding="utf-8") as f:
@@ -233,22 +238,12 @@ class Registry:
             self.finished_outputs[name].update(counts)
 
     def _save_totals(self) -> None:
-        """Finished containers' counts, so the plugin's totals survive its restarts."""
-        try:
-            _write_atomic(self._totals_path, json.dumps({"containers": self.finished_totals.to_json(),
-                                                         "outputs": self.finished_outputs}))
-        except OSError as exc:
-            log.warning("could not save totals", extra={"error": str(exc)})
+        """Finished containers' counts, so the plugin's totals survive its restarts (a retry writes the newest)."""
+        self.state_files.save(self._totals_path, lambda: json.dumps({"containers": self.finished_totals.to_json(),
+                                                                     "outputs": self.finished_outputs}))
 
     def _save_table(self) -> None:
-        _write_atomic(self._table, json.dumps(self.fifos))
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+        self.state_files.save(self._table, lambda: json.dumps(self.fifos))
 
 
 def give_back_memory() -> None:

@@ -162,7 +162,6 @@ def test_full_disk_keeps_draining_counts_drops_and_recovers(tmp_path):
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
-    from tests.process.test_forward_process import queued
     from tests.process.test_metrics_process import free_port, scrape, total
 
     addr = f"127.0.0.1:{free_port()}"
@@ -184,11 +183,7 @@ def test_full_disk_keeps_draining_counts_drops_and_recovers(tmp_path):
         done = threading.Event()
         _writer(logger, 50000, done)
         assert done.wait(60), "the writer blocked: a full disk reached back into the container"
-        # The plugin checks for room before each read: lines it reads while still draining a full disk's backlog are
-        # dropped even if room came meanwhile. So the lines "after recovery" are written once the FIFO is drained.
-        assert wait_for(lambda: queued(logger.fd) == 0, timeout=60)
-        time.sleep(0.2)  # and its reader is idle
-        filler.unlink()
+        filler.unlink()  # room comes back while the plugin may still be draining the backlog: what it reads now is kept
         for i in range(3):
             logger.log(b"after recovery %d" % i)
         logger.stop()
@@ -200,9 +195,69 @@ def test_full_disk_keeps_draining_counts_drops_and_recovers(tmp_path):
         assert dropped > 0
         # every line is accounted for: 1 before, 50,000 during, 3 after
         assert total(m, "logbridge_lines_written_total") + dropped == len(lines_of(path)) + dropped == 50004
+        assert total(m, "logbridge_lines_received_total") == 50004
     finally:
         plugin.kill()
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_full_state_dir_accounts_for_every_line_and_saves_state_once_there_is_room(tmp_path):
+    """Issue 14 point 2: the state dir on a 2 MB tmpfs, `seq 1 200000`: every line is written or counted as dropped,
+    no drop is called garbled, and the state files the full disk refuses are warned about once and saved later."""
+    from tests.process.test_forward_process import queued, write_numbers
+    from tests.process.test_metrics_process import free_port, scrape, total
+
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
+    addr = f"127.0.0.1:{free_port()}"
+    plugin = PluginProcess(tmp_path, env={"METRICS_ADDR": addr})
+    plugin.state_dir = state  # the log root stays on the big disk
+    plugin.start()
+    try:
+        logger = FakeLogger(plugin, fifo_dir=tmp_path)
+        logger.start()
+        write_numbers(logger, 1, 200000)  # blocks whenever the pipe is full: returns once the plugin read it all
+        assert wait_for(lambda: queued(logger.fd) == 0, timeout=60)
+        logger.stop()  # EOF: the pipeline finishes and saves fifos.json, totals.json, folded.json on a full disk
+        path = plugin.log_file(logger.container_id)
+
+        def settled():
+            m = scrape(addr)
+            return m if m.get(("logbridge_containers_active", ())) == 0 else None
+
+        m = wait_for(settled, timeout=60)
+        assert m, scrape(addr)
+        received = total(m, "logbridge_lines_received_total")
+        written = total(m, "logbridge_lines_written_total")
+        dropped = total(m, "logbridge_lines_dropped_total", reason="disk_full")
+        assert dropped > 0 and written > 0  # the disk did fill
+        assert received == written + dropped == 200000, (received, written, dropped)
+        assert total(m, "logbridge_lines_dropped_total", reason="garbled_frame") == 0
+        numbers = numbers_in(path)
+        assert len(numbers) == written and numbers == sorted(set(numbers))  # in order, none twice
+        out = plugin.stdout.read_text()
+        assert "Traceback" not in out and "never retrieved" not in out
+        refused = [json.loads(line) for line in out.splitlines() if "could not save state file" in line]
+        assert refused and len({r["path"] for r in refused}) == len(refused)  # one warning per file
+        assert total(m, "logbridge_state_save_failures_total", file="fifos.json") >= 1
+        assert json.loads((state / "fifos.json").read_text()) == {logger.path: logger.container_id}  # old content
+
+        subprocess.run(["mount", "-o", "remount,size=8m", str(state)], check=True)  # room comes back
+        assert wait_for(lambda: json.loads((state / "fifos.json").read_text()) == {}, timeout=30)
+        assert wait_for(lambda: (state / "totals.json").exists(), timeout=30)
+        saved = json.loads((state / "totals.json").read_text())["containers"]
+        assert saved["lines_written"] == written
+        assert sum(saved["unjournaled_lines"].values()) == dropped
+        assert plugin.terminate() == 0
+        plugin.start()  # the counts come back from totals.json
+        m = scrape(addr)
+        assert total(m, "logbridge_lines_received_total") == 200000
+        assert total(m, "logbridge_lines_written_total") == written
+    finally:
+        plugin.kill()
+        subprocess.run(["umount", "-l", str(state)], check=False)
 
 
 def read_logs(plugin: PluginProcess, container_id: str, **config) -> list[tuple[str, bytes]]:
