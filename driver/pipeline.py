@@ -65,6 +65,7 @@ class Pipeline:
         self._capping = False
         self._cap_warning = Throttled(log)
         self._closing = False
+        self._finisher: asyncio.Task | None = None  # the one task that closes the pipeline once it is idle
         self.closed = asyncio.Event()
         self._tasks = [loop.create_task(self._run(c)) for c in self.consumers]
         self.poke()  # a restart may find work left in the journal
@@ -129,7 +130,10 @@ class Pipeline:
         for c in self.consumers:
             c.sealed = True
         self.poke()
-        self._loop.create_task(self._finish_when_idle())
+        # Sealed again (dockerd's empty Start/Stop pair for `docker logs` while the backlog drains): the finisher
+        # already waiting serves both; a second one would close the pipeline twice.
+        if self._finisher is None or self._finisher.done():
+            self._finisher = self._loop.create_task(self._finish_when_idle())
 
     def _on_dropped(self, frames: int, nbytes: int) -> None:
         self.stats.dropped("disk_full", frames, nbytes)
@@ -233,7 +237,11 @@ class Pipeline:
         """Stop consumers and release files; the FIFO is left to the caller.
 
         Consumers get ``grace`` seconds to finish what they are doing (json.log catches up in far less); a sink
-        still waiting for an aggregator then is cancelled: its saved cursor marks where the next start resumes."""
+        still waiting for an aggregator then is cancelled: its saved cursor marks where the next start resumes.
+        Closing again (a finisher and SIGTERM at once) waits for the first close: files are closed exactly once."""
+        if self._closing:
+            await self.closed.wait()
+            return
         self._closing = True
         for event in self._wake.values():
             event.set()
