@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 import time
 
 from driver.frames import FrameDecoder
@@ -46,6 +47,10 @@ class JsonLogWriter:
         self._saved_pos = self.cursor.pos
         self.written_pos = self.cursor.pos  # journal position up to which json.log holds every entry
         self._last_save = 0.0
+        # Held for a whole batch: close() waits for a batch still running in a worker thread (its task may have
+        # been cancelled at the end of a grace period), so the cursor it saves never runs ahead of json.log.
+        self._busy = threading.Lock()
+        self._closed = False
         self._recover()
         journal.cursors[NAME] = self.cursor
 
@@ -91,6 +96,10 @@ class JsonLogWriter:
         pass
 
     def pump(self) -> bool:
+        with self._busy:
+            return False if self._closed else self._pump()
+
+    def _pump(self) -> bool:
         start = self.cursor.pos
         garbled_before = self.decoder.garbled
         got = read_frames(self.journal, self.decoder, start, BATCH_BYTES, self.sealed)
@@ -177,8 +186,12 @@ class JsonLogWriter:
             self._saved_pos = pos
 
     def close(self) -> None:
-        self.flush()
-        self.logfile.close()
+        with self._busy:
+            if self._closed:
+                return
+            self._closed = True
+            self.flush()
+            self.logfile.close()
 
 
 def log_path(log_root: str, container_id: str) -> str:
