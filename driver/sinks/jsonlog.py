@@ -57,11 +57,15 @@ class JsonLogWriter:
     # ---- crash recovery --------------------------------------------------------------------------------------
     def _recover(self) -> None:
         extra = self.cursor.extra
+        if "stats" in extra:
+            self.stats.restore(extra["stats"])
+        self._skip = int(extra.get("skip", 0))
         if self.cursor.pos < self.journal.start:
-            # The journal's cap (or a lost segment) took frames this consumer never wrote.
+            # The cap (with json.log's disk full) or a lost segment took frames from the saved position on. json.log
+            # is still cut back to the saved size: what it holds past it cannot be matched to the journal any more.
             self.stats.dropped("journal_cap", 0, self.journal.start - self.cursor.pos)
-            self.cursor.pos = self.journal.start
-            extra = {}
+            self.cursor.pos = self._saved_pos = self.written_pos = self.journal.start
+            self._skip = 0
         if "inode" in extra:
             size = int(extra["size"]) if self.logfile.inode() == extra["inode"] else 0
             if self.logfile.size != size:
@@ -72,9 +76,6 @@ class JsonLogWriter:
             # Nothing saved yet (a new pipeline): record json.log as it is now, so that a kill before the first
             # periodic save cuts json.log back to here instead of keeping lines that the replay writes again.
             self.flush()
-        self._skip = int(extra.get("skip", 0))
-        if "stats" in extra:
-            self.stats.restore(extra["stats"])
 
     # ---- the batch loop (worker thread) ------------------------------------------------------------------------
     @property

@@ -108,3 +108,27 @@ def test_a_torn_frame_claiming_more_than_a_batch_does_not_hold_back_the_lines_af
     drain(a)
     assert all_numbers(tmp_path) == list(range(30_010))
     assert a.stats.dropped_lines["garbled_frame"] == 1  # counted as one incident
+
+
+def test_a_saved_position_the_journal_no_longer_holds_still_cuts_json_log_back(tmp_path, monkeypatch):
+    import driver.sinks.jsonlog as jsonlog
+
+    monkeypatch.setattr(jsonlog, "SAVE_INTERVAL", 1e9)  # only the explicit save below
+    journal = Journal(str(tmp_path / "journal"), segment_bytes=16 << 10)
+    a = JsonLogWriter(journal, CursorStore(str(tmp_path / "cursors")), str(tmp_path / "logs" / "c-json.log"),
+                      None, 1, False, None, ContainerStats("c"))
+    journal.write(frames(0, 1000))
+    drain(a)
+    a.flush()  # saved: 1000 lines
+    journal.write(frames(1000, 3000))
+    drain(a)  # written, not saved
+    journal.release(journal.end)  # the segments from the saved position on are gone (the cap, json.log's disk full)
+    assert journal.start > a.saved_pos
+    journal = Journal(str(tmp_path / "journal"), segment_bytes=16 << 10)  # the restarted plugin
+    b = JsonLogWriter(journal, CursorStore(str(tmp_path / "cursors")), str(tmp_path / "logs" / "c-json.log"),
+                      None, 1, False, None, ContainerStats("c"))
+    drain(b)
+    got = all_numbers(tmp_path)
+    assert got == sorted(set(got)), "lines doubled or out of order"
+    assert got[:1000] == list(range(1000)) and got[-1] == 3999
+    assert b.stats.lines_written == len(got)  # the saved counts came back, and the replay added to them
