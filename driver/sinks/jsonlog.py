@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 NAME = "jsonlog"
 BATCH_BYTES = 256 << 10  # journal bytes per batch: ~4k short lines, ~1 MB of Python objects while in flight
+MIN_BATCH_BYTES = 4 << 10  # a full disk shrinks batches down to this, so that the lines that fit are written
 SAVE_INTERVAL = 1.0  # seconds between cursor saves: bounds replay work after a kill, never correctness
 
 
@@ -40,7 +41,11 @@ class JsonLogWriter:
         self.decoder = FrameDecoder()
         self.cursor: Cursor = store.load(NAME)
         self.sealed = False  # the journal will not grow any more (FIFO closed)
-        self.disk_full = False
+        self.disk_full = False  # the last write failed with ENOSPC/EDQUOT (the cap then applies to json.log too)
+        self._failing: str | None = None  # errno name of the write error in progress, logged once
+        self._batch_limit = BATCH_BYTES
+        self._cut_to: int | None = None  # json.log size to cut back to before the next write (a failed cut)
+        self._rotated_lines: int | None = None  # lines of the current batch in the file a rotation renamed away
         self._batch_start = 0
         self._batch_skipped = 0  # entries at the start of the current batch that a replay left out
         self._stats_before: dict = {}
@@ -103,7 +108,7 @@ class JsonLogWriter:
     def _pump(self) -> bool:
         start = self.cursor.pos
         garbled_before = self.decoder.garbled
-        got = read_frames(self.journal, self.decoder, start, BATCH_BYTES, self.sealed)
+        got = read_frames(self.journal, self.decoder, start, self._batch_limit, self.sealed)
         if got is None:
             if start < self.journal.start:  # the frames are gone (their segment was deleted): count and move on
                 self.stats.dropped("journal_cap", 0, self.journal.skip_lost(self.cursor))
@@ -118,44 +123,69 @@ class JsonLogWriter:
         if not self.journal.take(self.cursor, start, used):
             return True  # the cap dropped frames under us; they are counted there
         self._stats_before = self.stats.to_json()  # what a save inside this batch records (see on_rotate)
-        if self.decoder.garbled != garbled_before:
-            self.stats.garbled(self.decoder.garbled - garbled_before)
         # Entries written before a crash are left out of the replay (but counted: the saved counts predate them).
         skip = self._batch_skipped = min(self._skip, len(entries))
         if len(entries) > skip:
-            self._write(entries[skip:] if skip else entries, start)  # a full disk raises: nothing is consumed
+            self._write(entries[skip:] if skip else entries, start, used)  # raises after a rewind: nothing consumed
         self._skip -= skip
+        if self.decoder.garbled != garbled_before:
+            self.stats.garbled(self.decoder.garbled - garbled_before)
         self.stats.received(*counts)
         self.stats.written(len(entries))
         self.written_pos = self.cursor.pos
         self._maybe_save()
         return True
 
-    def _write(self, entries: list[tuple], start: int) -> None:
+    def _write(self, entries: list[tuple], start: int, used: int) -> None:
         lines = encode_entries(entries, self.attrs_json)
-        size_before = self.logfile.size
         self._batch_start = start
+        self._rotated_lines = None
+        size_before = self.logfile.size if self._cut_to is None else self._cut_to
         try:
+            if self._cut_to is not None:  # the torn end of a failed batch could not be cut then: cut it first
+                self.logfile.truncate_to(self._cut_to)
+                self._cut_to = None
             self.logfile.write_lines(lines)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            self._undo(start, size_before)
+            self._undo(exc, start, size_before, len(entries), used)
             raise
-        if self.disk_full:
+        self._batch_limit = min(BATCH_BYTES, self._batch_limit * 2)
+        if self._failing is not None:
+            log.warning("log disk has room again" if self.disk_full else "json.log writes work again",
+                        extra={"path": self.logfile.path, "after": self._failing})
+            self._failing = None
             self.disk_full = False
-            log.warning("log disk has room again", extra={"path": self.logfile.path})
 
-    def _undo(self, start: int, size_before: int) -> None:
-        """A full disk stopped a batch: cut the torn part and rewind, so the batch is written again later."""
-        if not self.disk_full:
-            self.disk_full = True
-            log.error("log disk full: lines wait in the journal", extra={"path": self.logfile.path})
+    def _undo(self, exc: OSError, start: int, size_before: int, n_entries: int, used: int) -> None:
+        """A write error stopped a batch: cut the torn part and rewind, so the batch is written again later.
+
+        A full disk also makes the batches smaller, so that the lines that fit are written. Any other error (EIO,
+        EROFS) is retried the same way: the lines wait in the journal, counted and logged once per episode."""
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full:
+            self._batch_limit = max(MIN_BATCH_BYTES, self._batch_limit // 4)
+        else:
+            self.stats.write_errors += 1
+        if self._failing is None:
+            self._failing = errno.errorcode.get(exc.errno, str(exc.errno))
+            log.error("log disk full: lines wait in the journal" if full else
+                      "json.log write failed: lines wait in the journal and are written again",
+                      extra={"path": self.logfile.path, "error": str(exc)})
+        self.disk_full = full
+        cut_to = size_before
+        if self._rotated_lines is not None:
+            # The batch rotated json.log before failing: its first lines are in the rotated file, the rest of it
+            # (the torn part) is all the new file holds. The retry leaves out the lines already written.
+            cut_to = 0
+            self._skip = self._batch_skipped + self._rotated_lines
         try:
-            self.logfile.truncate_to(size_before)
+            self.logfile.truncate_to(cut_to)
         except OSError:
-            pass
-        self.journal.rewind(self.cursor, start)
+            self._cut_to = cut_to  # cut before the next write
+        if not self.journal.rewind(self.cursor, start):
+            # The cap (allowed to while the disk is full) gave up this batch's frames meanwhile: lost, and counted.
+            self.stats.dropped("journal_cap", n_entries, used)
+            self._skip = 0
 
     def on_rotate(self, phase: str, lines_done: int) -> None:
         """Called by LogFile around a rotation inside ``write_lines``: save a cursor valid across the rename.
@@ -164,6 +194,7 @@ class JsonLogWriter:
         it are those from before the batch, and a replay counts the entries it leaves out."""
         if phase == "after":
             self.stats.rotations += 1
+            self._rotated_lines = lines_done
         self._save(self._batch_start, skip=self._batch_skipped + lines_done, stats=self._stats_before)
 
     # ---- cursor ---------------------------------------------------------------------------------------------
