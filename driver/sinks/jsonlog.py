@@ -4,6 +4,14 @@ Crash consistency: the cursor is saved together with the json.log file it belong
 After a kill the file is cut back to that size and the journal replayed from the cursor, so json.log gets no torn
 line and no duplicate. A rotation may fall inside a batch: around it the cursor records the batch start plus how
 many of the batch's entries are already in the rotated file (``skip``), which the replay leaves out.
+
+json.log *shorter* than its saved size (a power cut lost its tail; the cursor slot reached the disk, the file's last
+blocks did not) is never grown back to that size: that pads it with NUL bytes and the missing lines never come back.
+The last point known good is json.log's last complete line: the file is cut after it, and the replay resumes right
+after the journal frame that json-file encodes as exactly that line (searched from the journal's start up to the
+saved position; the replayed lines are not counted again). If the journal no longer holds that frame (released, or
+the file lost every line), the lines in between cannot be located: json.log keeps its complete lines, the replay
+resumes at the saved position, and an error names the bytes lost.
 """
 
 from __future__ import annotations
@@ -14,9 +22,9 @@ import os
 import threading
 import time
 
-from driver.frames import FrameDecoder
+from driver.frames import HEADER, FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
-from driver.jsonfile import encode_entries
+from driver.jsonfile import decode_line, encode_entries
 from driver.logfile import LogFile
 from driver.sinks.base import read_frames
 
@@ -46,6 +54,7 @@ class JsonLogWriter:
         self._batch_limit = BATCH_BYTES
         self._cut_to: int | None = None  # json.log size to cut back to before the next write (a failed cut)
         self._rotated_lines: int | None = None  # lines of the current batch in the file a rotation renamed away
+        self._uncounted_until = 0  # replayed entries before this position are already in the saved counts
         self._batch_start = 0
         self._batch_skipped = 0  # entries at the start of the current batch that a replay left out
         self._stats_before: dict = {}
@@ -73,7 +82,9 @@ class JsonLogWriter:
             self._skip = 0
         if "inode" in extra:
             size = int(extra["size"]) if self.logfile.inode() == extra["inode"] else 0
-            if self.logfile.size != size:
+            if self.logfile.size < size:
+                self._resume_after_last_line(size)
+            elif self.logfile.size != size:
                 log.info("json.log cut back to its last consistent size",
                          extra={"path": self.logfile.path, "from": self.logfile.size, "to": size})
                 self.logfile.truncate_to(size)
@@ -81,6 +92,53 @@ class JsonLogWriter:
             # Nothing saved yet (a new pipeline): record json.log as it is now, so that a kill before the first
             # periodic save cuts json.log back to here instead of keeping lines that the replay writes again.
             self.flush()
+
+    def _resume_after_last_line(self, saved_size: int) -> None:
+        """json.log lost its tail (see the module docstring): cut it after its last whole line, resume after the
+        frame that line came from."""
+        keep, last = _last_whole_line(self.logfile.path, self.logfile.size)
+        found = self._frame_end_of(last, self.cursor.pos) if last else None
+        log.warning("json.log is shorter than its saved size: replaying from its last whole line",
+                    extra={"path": self.logfile.path, "size": self.logfile.size, "saved_size": saved_size,
+                           "found_in_journal": found is not None})
+        self.logfile.truncate_to(keep)
+        if found is None:
+            log.error("json.log lost lines that the journal no longer holds",
+                      extra={"path": self.logfile.path, "bytes_lost": saved_size - keep})
+            return
+        self._uncounted_until = self.cursor.pos  # the saved counts include the lines replayed up to here
+        self.cursor.pos = self.written_pos = found
+        self._skip = 0
+
+    def _frame_end_of(self, line: bytes, until: int) -> int | None:
+        """Journal position right after the last frame before ``until`` that json-file encodes as ``line``."""
+        try:
+            want = decode_line(line)[2]
+        except ValueError:
+            return None
+        decoder, pos, found = FrameDecoder(), self.journal.start, None
+        while pos < until:
+            got = read_frames(self.journal, decoder, pos, min(1 << 20, until - pos), True)
+            if got is None or got[1] == 0:
+                break
+            entries, used = got
+            if any(e[1] == want and encode_entries([e], self.attrs_json)[0] == line for e in entries):
+                found = self._exact_frame_end(pos, used, want, line) or found
+            pos += used
+        return found
+
+    def _exact_frame_end(self, pos: int, size: int, want: int, line: bytes) -> int | None:
+        """Within ``size`` journal bytes from boundary ``pos``: the end of the last frame encoded as ``line``."""
+        data, at, found = self.journal.read(pos, size), 0, None
+        while len(data) - at >= HEADER:
+            end = at + HEADER + int.from_bytes(data[at : at + 4], "big")
+            if end > len(data):
+                break
+            entries, _ = FrameDecoder().decode(data[at:end], final=True)
+            if entries and entries[0][1] == want and encode_entries(entries[:1], self.attrs_json)[0] == line:
+                found = pos + end
+            at = end
+        return found
 
     # ---- the batch loop (worker thread) ------------------------------------------------------------------------
     @property
@@ -108,7 +166,9 @@ class JsonLogWriter:
     def _pump(self) -> bool:
         start = self.cursor.pos
         garbled_before = self.decoder.garbled
-        got = read_frames(self.journal, self.decoder, start, self._batch_limit, self.sealed)
+        recount = start < self._uncounted_until  # replaying what the saved counts already hold (a short json.log)
+        limit = min(self._batch_limit, self._uncounted_until - start) if recount else self._batch_limit
+        got = read_frames(self.journal, self.decoder, start, limit, self.sealed)
         if got is None:
             if start < self.journal.start:  # the frames are gone (their segment was deleted): count and move on
                 self.stats.dropped("journal_cap", 0, self.journal.skip_lost(self.cursor))
@@ -128,10 +188,11 @@ class JsonLogWriter:
         if len(entries) > skip:
             self._write(entries[skip:] if skip else entries, start, used)  # raises after a rewind: nothing consumed
         self._skip -= skip
-        if self.decoder.garbled != garbled_before:
-            self.stats.garbled(self.decoder.garbled - garbled_before)
-        self.stats.received(*counts)
-        self.stats.written(len(entries))
+        if not recount:
+            if self.decoder.garbled != garbled_before:
+                self.stats.garbled(self.decoder.garbled - garbled_before)
+            self.stats.received(*counts)
+            self.stats.written(len(entries))
         self.written_pos = self.cursor.pos
         self._maybe_save()
         return True
@@ -224,6 +285,19 @@ class JsonLogWriter:
             self._closed = True
             self.flush()
             self.logfile.close()
+
+
+def _last_whole_line(path: str, size: int) -> tuple[int, bytes]:
+    """(the size up to and including the last ``\\n`` in the first ``size`` bytes of a file, that last line)."""
+    tail, start = b"", size
+    with open(path, "rb") as f:
+        while start > 0 and tail.count(b"\n") < 2:  # the last line's end and the end of the line before it
+            f.seek(start := max(0, start - (64 << 10)))
+            tail = f.read(size - start)
+    last = tail.rfind(b"\n")
+    if last < 0:
+        return 0, b""
+    return start + last + 1, tail[tail.rfind(b"\n", 0, last) + 1 : last + 1]
 
 
 def log_path(log_root: str, container_id: str) -> str:

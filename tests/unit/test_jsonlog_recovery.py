@@ -269,3 +269,22 @@ def test_a_full_log_disk_still_takes_the_lines_that_fit(tmp_path):
         assert all_numbers(tmp_path) == list(range(n))
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_json_log_shorter_than_its_cursor_is_replayed_from_its_last_whole_line(tmp_path):
+    # A power cut: the cursor slot reached the disk, json.log's last blocks did not (here: cut inside line 9).
+    a = writer(tmp_path, max_size=10**6)
+    a.journal.write(frames(0, 20))
+    drain(a)
+    a.flush()
+    path = tmp_path / "logs" / "c-json.log"
+    raw = path.read_bytes()
+    cut = raw.index(b"00009") + 3
+    os.truncate(path, cut)
+    b = writer(tmp_path, max_size=10**6)
+    b.journal.write(frames(20, 5))
+    drain(b)
+    assert b"\0" not in path.read_bytes()
+    assert all_numbers(tmp_path) == list(range(25))
+    assert b.stats.lines_written == 25  # the replayed lines are not counted twice
+    assert b.stats.received_lines["stdout"] == 25
