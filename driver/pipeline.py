@@ -64,6 +64,7 @@ class Pipeline:
         self._behind_since: dict[str, float] = {}  # consumer → loop time it last fell behind
         self._capping = False
         self._cap_warning = Throttled(log)
+        self.json_log_target = 0  # the journal's end when json_log_caught_up() was last called
         self._closing = False
         self._finisher: asyncio.Task | None = None  # the one task that closes the pipeline once it is idle
         self.closed = asyncio.Event()
@@ -205,14 +206,16 @@ class Pipeline:
         return 0.0 if since is None else max(0.0, self._loop.time() - since)
 
     async def json_log_caught_up(self, limit: float) -> bool:
-        """Wait until json.log holds what the FIFO and the journal held when called (ReadLogs reads right after)."""
+        """Wait until json.log holds what the FIFO and the journal held when called (ReadLogs reads right after).
+        False after ``limit`` seconds, or at once while json.log's writes fail (its disk is full): see
+        ``json_log_target`` for what it lacks."""
         if self.fifo is not None:
             self.fifo.drain()  # lines already written to the FIFO count, though the reader may be pausing
-        target = self.journal.end
+        target = self.json_log_target = self.journal.end
         self.poke()
         deadline = self._loop.time() + limit
         while self.jsonlog.written_pos < target and self.jsonlog.cursor.pos >= self.journal.start:
-            if self._loop.time() >= deadline:
+            if self._loop.time() >= deadline or self.jsonlog.failing:
                 return False
             await asyncio.sleep(0.005)
         return True

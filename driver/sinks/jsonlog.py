@@ -21,11 +21,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 from driver.frames import HEADER, FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
 from driver.jsonfile import decode_line, encode_entries
-from driver.logfile import LogFile
+from driver.logfile import LogEntry, LogFile
 from driver.sinks.base import read_frames
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class JsonLogWriter:
         # been cancelled at the end of a grace period), so the cursor it saves never runs ahead of json.log.
         self._busy = threading.Lock()
         self._closed = False
+        self._held = 0  # ReadLogs reading json.log and the journal behind it (see hold())
         self._recover()
         journal.cursors[NAME] = self.cursor
 
@@ -152,6 +154,24 @@ class JsonLogWriter:
     def caught_up(self) -> bool:
         return self.cursor.pos >= self.journal.end
 
+    @property
+    def failing(self) -> bool:
+        """json.log's writes fail now (full disk, EIO...): it will not catch up until they work again."""
+        return self._failing is not None
+
+    def unwritten_entries(self, start: int, end: int) -> Iterator[LogEntry]:
+        """The journal's entries from ``start`` to ``end`` as ReadLogs serves json.log's (``docker logs`` while
+        json.log is behind). Any thread; stops early if the cap gave the bytes up meanwhile."""
+        decoder = FrameDecoder()
+        while start < end:
+            got = read_frames(self.journal, decoder, start, min(BATCH_BYTES, end - start), True)
+            if got is None or got[1] == 0:
+                return
+            entries, used = got
+            for source, time_nano, line, partial, last, *_ in entries:
+                yield (line + b"\n" if not partial or last else line), source, time_nano
+            start += used
+
     async def step(self, loop, executor) -> bool:
         """One batch in a worker thread: disk writes never run on the event loop."""
         return await loop.run_in_executor(executor, self.pump)
@@ -161,7 +181,18 @@ class JsonLogWriter:
 
     def pump(self) -> bool:
         with self._busy:
-            return False if self._closed else self._pump()
+            return False if self._closed or self._held else self._pump()
+
+    def hold(self) -> int:
+        """Pause the writer (after the batch in flight) and return ``written_pos``: ReadLogs serves json.log up to
+        there and the journal after it, with no line in both. Worker thread; ``unhold()`` then poke the pipeline."""
+        with self._busy:
+            self._held += 1
+            return self.written_pos
+
+    def unhold(self) -> None:
+        with self._busy:
+            self._held -= 1
 
     def _pump(self) -> bool:
         start = self.cursor.pos
