@@ -56,6 +56,7 @@ class JsonLogWriter:
         self._cut_to: int | None = None  # json.log size to cut back to before the next write (a failed cut)
         self._rotated_lines: int | None = None  # lines of the current batch in the file a rotation renamed away
         self._uncounted_until = 0  # replayed entries before this position are already in the saved counts
+        self._cut_frame = False  # the next batch starts at a segment start, possibly inside a frame
         self._batch_start = 0
         self._batch_skipped = 0  # entries at the start of the current batch that a replay left out
         self._stats_before: dict = {}
@@ -82,6 +83,7 @@ class JsonLogWriter:
             self.stats.dropped("journal_cap", 0, self.journal.start - self.cursor.pos)
             self.cursor.pos = self._saved_pos = self.written_pos = self.journal.start
             self._skip = 0
+            self._cut_frame = True  # a segment start may fall inside a frame: its tail is part of the gap
         if "inode" in extra:
             size = int(extra["size"]) if self.logfile.inode() == extra["inode"] else 0
             if self.logfile.size < size:
@@ -196,13 +198,14 @@ class JsonLogWriter:
 
     def _pump(self) -> bool:
         start = self.cursor.pos
-        garbled_before = self.decoder.garbled
+        garbled_before, skipped_before = self.decoder.garbled, self.decoder.skipped_bytes
         recount = start < self._uncounted_until  # replaying what the saved counts already hold (a short json.log)
         limit = min(self._batch_limit, self._uncounted_until - start) if recount else self._batch_limit
         got = read_frames(self.journal, self.decoder, start, limit, self.sealed)
         if got is None:
             if start < self.journal.start:  # the frames are gone (their segment was deleted): count and move on
                 self.stats.dropped("journal_cap", 0, self.journal.skip_lost(self.cursor))
+                self._cut_frame = True
                 return True
             self._maybe_save()
             return False
@@ -219,9 +222,14 @@ class JsonLogWriter:
         if len(entries) > skip:
             self._write(entries[skip:] if skip else entries, start, used)  # raises after a rewind: nothing consumed
         self._skip -= skip
+        garbled = self.decoder.garbled - garbled_before
+        if garbled and self._cut_frame and self.decoder.skipped_bytes > skipped_before:
+            garbled -= 1  # the rest of the frame a lost segment cut in two: counted with the gap, not as garbage
+            self.stats.dropped("journal_cap", 0, self.decoder.skipped_bytes - skipped_before)
+        self._cut_frame = False
         if not recount:
-            if self.decoder.garbled != garbled_before:
-                self.stats.garbled(self.decoder.garbled - garbled_before)
+            if garbled:
+                self.stats.garbled(garbled)
             self.stats.received(*counts)
             self.stats.written(len(entries))
         self.written_pos = self.cursor.pos

@@ -288,3 +288,23 @@ def test_json_log_shorter_than_its_cursor_is_replayed_from_its_last_whole_line(t
     assert all_numbers(tmp_path) == list(range(25))
     assert b.stats.lines_written == 25  # the replayed lines are not counted twice
     assert b.stats.received_lines["stdout"] == 25
+
+
+def test_resuming_at_a_segment_start_inside_a_frame_is_not_a_garbled_frame(tmp_path, monkeypatch):
+    import driver.sinks.jsonlog as jsonlog
+
+    monkeypatch.setattr(jsonlog, "SAVE_INTERVAL", 1e9)
+    journal = Journal(str(tmp_path / "journal"), segment_bytes=16 << 10)
+    a = JsonLogWriter(journal, CursorStore(str(tmp_path / "cursors")), str(tmp_path / "logs" / "c-json.log"),
+                      None, 1, False, None, ContainerStats("c"))
+    journal.write(frames(0, 3000))  # segment starts fall inside frames
+    journal.release(journal.end)  # the segments json.log's saved position (0) pointed into are gone
+    assert journal.start > 0
+    b = JsonLogWriter(Journal(str(tmp_path / "journal"), segment_bytes=16 << 10),
+                      CursorStore(str(tmp_path / "cursors")), str(tmp_path / "logs" / "c-json.log"),
+                      None, 1, False, None, ContainerStats("c"))
+    drain(b)
+    got = all_numbers(tmp_path)
+    assert got == list(range(got[0], 3000))
+    assert b.stats.dropped_lines["garbled_frame"] == 0  # the cut frame is part of the gap, not garbage
+    assert b.stats.dropped_bytes["journal_cap"] > 0
