@@ -111,7 +111,7 @@ class JsonLogWriter:
                       extra={"path": self.logfile.path, "bytes_lost": saved_size - keep})
             return
         self._uncounted_until = self.cursor.pos  # the saved counts include the lines replayed up to here
-        self.cursor.pos = self.written_pos = found
+        self.cursor.pos = self.written_pos = self._saved_pos = found  # and the journal keeps what is replayed
         self._skip = 0
 
     def _frame_end_of(self, line: bytes, until: int) -> int | None:
@@ -166,9 +166,9 @@ class JsonLogWriter:
         json.log is behind). Any thread; stops early if the cap gave the bytes up meanwhile."""
         decoder = FrameDecoder()
         while start < end:
-            got = read_frames(self.journal, decoder, start, min(BATCH_BYTES, end - start), True)
+            got = read_frames(self.journal, decoder, start, min(BATCH_BYTES, end - start), self.sealed)
             if got is None or got[1] == 0:
-                return
+                return  # nothing, or a frame still arriving
             entries, used = got
             for source, time_nano, line, partial, last, *_ in entries:
                 yield (line + b"\n" if not partial or last else line), source, time_nano
