@@ -242,11 +242,15 @@ class Journal:
             cursor.pos = start + consumed
             return True
 
-    def rewind(self, cursor: Cursor, start: int) -> None:
-        """Move ``cursor`` back to ``start`` (a batch that could not be stored is taken again later)."""
+    def rewind(self, cursor: Cursor, start: int) -> bool:
+        """Move ``cursor`` back to ``start`` (a batch that could not be stored is taken again later). False when
+        the cap gave up ``start`` meanwhile: the caller counts the batch as lost."""
         with self._lock:
-            if start >= self._starts[0] and cursor.pos > start:
+            if start < self._starts[0]:
+                return False
+            if cursor.pos > start:
                 cursor.pos = start
+            return True
 
     def count_lost(self, cursor: Cursor, frames: int, nbytes: int) -> None:
         """Frames a consumer held in memory whose journal bytes the cap gave up meanwhile."""

@@ -59,6 +59,10 @@ class LogbridgeCollector:
         yield CounterMetricFamily(
             "logbridge_rotations", "json.log rotations", value=sum(s.rotations for s in all_stats)
         )
+        yield CounterMetricFamily(
+            "logbridge_json_log_write_errors", "json.log writes that failed (not a full disk) and wait to be retried",
+            value=sum(s.write_errors for s in all_stats),
+        )
         dropped = CounterMetricFamily("logbridge_lines_dropped", "lines lost, by reason", labels=["reason"])
         for reason in DROP_REASONS:
             dropped.add_metric([reason], sum(s.lines_dropped(reason) for s in all_stats))

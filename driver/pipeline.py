@@ -65,7 +65,9 @@ class Pipeline:
         self._behind_since: dict[str, float] = {}  # consumer → loop time it last fell behind
         self._capping = False
         self._cap_warning = Throttled(log)
+        self.json_log_target = 0  # the journal's end when json_log_caught_up() was last called
         self._closing = False
+        self._finisher: asyncio.Task | None = None  # the one task that closes the pipeline once it is idle
         self.closed = asyncio.Event()
         self._tasks = [loop.create_task(self._run(c)) for c in self.consumers]
         self.poke()  # a restart may find work left in the journal
@@ -117,15 +119,19 @@ class Pipeline:
         for c in self.consumers:
             c.sealed = True
         self.poke()
-        self._loop.create_task(self._finish_when_idle())
+        # Sealed again (dockerd's empty Start/Stop pair for `docker logs` while the backlog drains): the finisher
+        # already waiting serves both; a second one would close the pipeline twice.
+        if self._finisher is None or self._finisher.done():
+            self._finisher = self._loop.create_task(self._finish_when_idle())
 
     def _on_dropped(self, counts: tuple[int, int, int, int, int]) -> None:
         self.stats.unjournaled(*counts)
 
     async def _enforce_cap(self) -> None:
         try:
-            # json.log is only behind for a moment unless its disk is full: then the cap applies to it too.
-            protect = None if self.jsonlog.disk_full else self.jsonlog.cursor.pos
+            # json.log is only behind for a moment unless its disk is full: then the cap applies to it too. What it
+            # protects is its *saved* position: a kill replays from there, so the frames after it must still exist.
+            protect = None if self.jsonlog.disk_full else self.jsonlog.saved_pos
             lost = await self._loop.run_in_executor(self._executor, self.journal.enforce_cap, protect)
             for name, frames, nbytes in lost:
                 if name == self.jsonlog.name:
@@ -188,14 +194,16 @@ class Pipeline:
         return 0.0 if since is None else max(0.0, self._loop.time() - since)
 
     async def json_log_caught_up(self, limit: float) -> bool:
-        """Wait until json.log holds what the FIFO and the journal held when called (ReadLogs reads right after)."""
+        """Wait until json.log holds what the FIFO and the journal held when called (ReadLogs reads right after).
+        False after ``limit`` seconds, or at once while json.log's writes fail (its disk is full): see
+        ``json_log_target`` for what it lacks."""
         if self.fifo is not None:
             self.fifo.drain()  # lines already written to the FIFO count, though the reader may be pausing
-        target = self.journal.end
+        target = self.json_log_target = self.journal.end
         self.poke()
         deadline = self._loop.time() + limit
         while self.jsonlog.written_pos < target and self.jsonlog.cursor.pos >= self.journal.start:
-            if self._loop.time() >= deadline:
+            if self._loop.time() >= deadline or self.jsonlog.failing:
                 return False
             await asyncio.sleep(0.005)
         return True
@@ -221,7 +229,11 @@ class Pipeline:
         """Stop consumers and release files; the FIFO is left to the caller.
 
         Consumers get ``grace`` seconds to finish what they are doing (json.log catches up in far less); a sink
-        still waiting for an aggregator then is cancelled: its saved cursor marks where the next start resumes."""
+        still waiting for an aggregator then is cancelled: its saved cursor marks where the next start resumes.
+        Closing again (a finisher and SIGTERM at once) waits for the first close: files are closed exactly once."""
+        if self._closing:
+            await self.closed.wait()
+            return
         self._closing = True
         for event in self._wake.values():
             event.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from aiohttp import web
 from driver.frames import encode_frame
 from driver.info import LogInfo
 from driver.jsonfile import parse_time
-from driver.logfile import Follower, ReadStats, read_entries
+from driver.logfile import Follower, ReadStats, _Window, read_entries
 from driver.options import OptionError, parse_options
 from driver.sinks.jsonlog import log_path
 
@@ -78,10 +79,11 @@ async def serve_read_logs(request: web.Request, registry, body: dict) -> web.Str
         compress = True  # read .gz files too: nothing is lost by looking for them
     path = log_path(registry.settings.log_root, info.container_id)
     pipeline = registry.pipelines.get(info.container_id)
-    if pipeline is not None:
-        await pipeline.json_log_caught_up(CATCH_UP_LIMIT)
-
     loop = asyncio.get_running_loop()
+    if pipeline is not None and not await pipeline.json_log_caught_up(CATCH_UP_LIMIT) and not cfg.follow:
+        # json.log is behind (its disk is full, or slow): what it lacks comes from the journal.
+        return await _serve_with_journal(request, loop, pipeline, path, cfg, compress)
+
     stats = ReadStats()
     follower = None
     if cfg.follow:
@@ -109,6 +111,40 @@ async def serve_read_logs(request: web.Request, registry, body: dict) -> web.Str
                                         "since_ns": cfg.since_ns, "until_ns": cfg.until_ns,
                                         "bytes_read": stats.bytes_read, "bad_lines": stats.bad_lines})
     return response
+
+
+async def _serve_with_journal(request, loop, pipeline, path: str, cfg: ReadConfig,
+                              compress: bool) -> web.StreamResponse:
+    writer, end = pipeline.jsonlog, pipeline.json_log_target
+    written = await loop.run_in_executor(None, writer.hold)
+    log.info("docker logs while json.log is behind: the rest comes from the journal",
+             extra={"container": pipeline.container_id[:12], "journal_bytes": max(0, end - written)})
+    try:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-protobuf"})
+        await response.prepare(request)
+        await _send_all(loop, response, _chunks(_json_log_then_journal(writer.unwritten_entries(written, end), path,
+                                                                       cfg, compress)))
+        await response.write_eof()
+        return response
+    finally:
+        await loop.run_in_executor(None, writer.unhold)
+        pipeline.poke()
+
+
+def _json_log_then_journal(pending: Iterator, path: str, cfg: ReadConfig, compress: bool) -> Iterator:
+    """json.log's entries, then the journal's entries it lacks, with the same tail/since/until as one history."""
+    pending = _Window(cfg.since_ns, cfg.until_ns).apply(pending)  # json.log's reader applies the same rule
+    if cfg.tail == 0:
+        return
+    if cfg.tail < 0:
+        yield from read_entries(path, tail=-1, since_ns=cfg.since_ns, until_ns=cfg.until_ns, compress=compress)
+        yield from pending
+        return
+    last = deque(pending, maxlen=cfg.tail)
+    if len(last) < cfg.tail:
+        yield from read_entries(path, tail=cfg.tail - len(last), since_ns=cfg.since_ns, until_ns=cfg.until_ns,
+                                compress=compress)
+    yield from last
 
 
 async def _send_all(loop, response: web.StreamResponse, chunks: Iterator[list]) -> None:

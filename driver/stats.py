@@ -21,6 +21,7 @@ class ContainerStats:
     received_bytes: Counter = field(default_factory=Counter)
     lines_written: int = 0
     rotations: int = 0
+    write_errors: int = 0  # json.log writes that failed other than by a full disk (EIO, EROFS); retried
     dropped_lines: Counter = field(default_factory=Counter)  # by reason
     dropped_bytes: Counter = field(default_factory=Counter)
     # Written by the FIFO reader on the event loop only (the fields above belong to the json.log writer's thread):
@@ -75,6 +76,7 @@ class ContainerStats:
             "received_bytes": dict(self.received_bytes),
             "lines_written": self.lines_written,
             "rotations": self.rotations,
+            "write_errors": self.write_errors,
             "dropped_lines": dict(self.dropped_lines),
             "dropped_bytes": dict(self.dropped_bytes),
             "unjournaled_lines": dict(self.unjournaled_lines),
@@ -88,6 +90,7 @@ class ContainerStats:
         self.received_bytes = Counter(data.get("received_bytes", {}))
         self.lines_written = int(data.get("lines_written", 0))
         self.rotations = int(data.get("rotations", 0))
+        self.write_errors = int(data.get("write_errors", 0))
         self.dropped_lines = Counter(data.get("dropped_lines", {}))
         self.dropped_bytes = Counter(data.get("dropped_bytes", {}))
         self.unjournaled_lines = Counter(data.get("unjournaled_lines", {}))
@@ -105,3 +108,4 @@ class ContainerStats:
         self.lines_written += sign * other.lines_written
         self.rotations += sign * other.rotations
         self.unjournaled_garbled += sign * other.unjournaled_garbled
+        self.write_errors += sign * other.write_errors
