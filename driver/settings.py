@@ -6,6 +6,10 @@ import os
 from dataclasses import dataclass
 
 
+class StartupError(Exception):
+    """The plugin cannot start as configured; the message says what to fix (one log line, then exit 1)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     socket: str = "/run/docker/plugins/logbridge.sock"
@@ -23,13 +27,32 @@ class Settings:
         env = os.environ if env is None else env
         d = cls()
         return cls(
-            socket=env.get("LOGBRIDGE_SOCKET") or d.socket,
+            socket=socket_path(env),
             log_root=env.get("LOGBRIDGE_LOG_ROOT") or d.log_root,
             state_dir=env.get("LOGBRIDGE_STATE_DIR") or d.state_dir,
             log_level=(env.get("LOG_LEVEL") or d.log_level).lower(),
             metrics_addr=env.get("METRICS_ADDR") or d.metrics_addr,
             profiles=env.get("LOGBRIDGE_PROFILES") or d.profiles,
-            retention_seconds=float(env.get("RETENTION_SECONDS") or d.retention_seconds),
-            max_bytes=int(float(env.get("MAX_BYTES") or d.max_bytes)),
-            retention_interval=float(env.get("RETENTION_INTERVAL") or d.retention_interval),
+            retention_seconds=_number(env, "RETENTION_SECONDS", d.retention_seconds, "seconds, 0 to keep"),
+            max_bytes=int(_number(env, "MAX_BYTES", d.max_bytes, "bytes, 0 for no cap")),
+            retention_interval=_number(env, "RETENTION_INTERVAL", d.retention_interval, "seconds") or 60.0,
         )
+
+
+def socket_path(env) -> str:
+    """The plugin socket, known even when another setting is wrong (a failed start must remove it)."""
+    return env.get("LOGBRIDGE_SOCKET") or Settings.socket
+
+
+def _number(env, name: str, default: float, unit: str) -> float:
+    text = env.get(name) or ""
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not text.isascii() or not 0 <= value < float("inf"):
+        raise StartupError(f"setting {name}={text!r} is not a number of 0 or more ({unit}): "
+                           f"fix it with `docker plugin set logbridge {name}=...` (or the environment)")
+    return value
