@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+DAY = 86400.0
+
 
 class StartupError(Exception):
     """The plugin cannot start as configured; the message says what to fix (one log line, then exit 1)."""
@@ -18,7 +20,9 @@ class Settings:
     log_level: str = "info"
     metrics_addr: str = ""  # host:port for /metrics and /healthz; off when empty
     profiles: str = "/etc/logbridge/profiles.json"
-    retention_seconds: float = 0.0  # stopped containers' logs older than this go; 0 keeps them
+    # Stopped containers' logs whose last line is older than this go; 0 keeps them. Finite by default: dockerd
+    # tells a plugin nothing at `docker rm`, so outside Docker's own folder nothing else ever removes them.
+    retention_seconds: float = 7 * DAY
     max_bytes: int = 0  # cap on the whole log root; 0: none
     retention_interval: float = 60.0
 

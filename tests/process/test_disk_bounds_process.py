@@ -4,6 +4,8 @@ at the same offsets when it starts again, also after a plugin restart."""
 from __future__ import annotations
 
 import json
+import os
+import time
 
 from tests.plugin_harness import FakeLogger, PluginProcess, wait_for
 
@@ -46,6 +48,25 @@ def test_finished_containers_keep_no_segment_bytes_and_restart_at_the_same_offse
         assert wait_for(lambda: len(_lines(p, ids[1])) == 510, timeout=30)
         assert wait_for(lambda: _segment_bytes(p, ids[1]) == 0, timeout=30)
         for cid in ids[:2]:
-            assert _lines(p, cid) == ["line %06d\n" % i for i in range(510)]  # in order, none twice, none lost
+            assert _lines(p, cid) == [f"line {i:06d}\n" for i in range(510)]  # in order, none twice, none lost
+    finally:
+        p.kill()
+
+
+def test_by_default_a_stopped_container_silent_for_a_week_goes(tmp_path):
+    # No RETENTION_SECONDS: the default layout must not keep a removed container's logs for good (dockerd says
+    # nothing at docker rm). Its last line is made 8 days old instead of waiting for it.
+    p = PluginProcess(tmp_path, env={"RETENTION_INTERVAL": "0.3"}).start()
+    try:
+        old = _run(p, None, 0, 20)
+        recent = _run(p, None, 0, 20)
+        for cid in (old, recent):
+            assert wait_for(lambda cid=cid: len(_lines(p, cid)) == 20, timeout=30)
+        week_ago = time.time() - 8 * 86400
+        for f in [*(p.log_root / old).iterdir(), *(p.state_dir / "containers" / old / "journal").iterdir()]:
+            os.utime(f, (week_ago, week_ago))
+        assert wait_for(lambda: not (p.log_root / old).exists(), timeout=30)
+        assert wait_for(lambda: not (p.state_dir / "containers" / old).exists(), timeout=30)
+        assert _lines(p, recent) == [f"line {i:06d}\n" for i in range(20)]  # a recent one stays
     finally:
         p.kill()
