@@ -62,6 +62,8 @@ def test_by_default_a_stopped_container_silent_for_a_week_goes(tmp_path):
         recent = _run(p, None, 0, 20)
         for cid in (old, recent):
             assert wait_for(lambda cid=cid: len(_lines(p, cid)) == 20, timeout=30)
+            # Finished: its last segment has been replaced (a file written after the backdating would count).
+            assert wait_for(lambda cid=cid: _segment_bytes(p, cid) == 0, timeout=30)
         week_ago = time.time() - 8 * 86400
         for f in [*(p.log_root / old).iterdir(), *(p.state_dir / "containers" / old / "journal").iterdir()]:
             os.utime(f, (week_ago, week_ago))
