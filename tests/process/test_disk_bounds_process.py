@@ -11,8 +11,13 @@ from tests.plugin_harness import FakeLogger, PluginProcess, wait_for
 
 
 def _segment_bytes(p: PluginProcess, cid: str) -> int:
-    journal = p.state_dir / "containers" / cid / "journal"
-    return sum(f.stat().st_size for f in journal.glob("*.seg"))
+    total = 0
+    for f in (p.state_dir / "containers" / cid / "journal").glob("*.seg"):
+        try:
+            total += f.stat().st_size
+        except FileNotFoundError:  # released between the listing and the stat
+            pass
+    return total
 
 
 def _lines(p: PluginProcess, cid: str) -> list[str]:
