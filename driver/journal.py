@@ -94,8 +94,11 @@ class Journal:
 
     # ---- writing (event loop thread only) ---------------------------------------------------------------------
     def _roll_if_full(self) -> None:
-        if self._wlen < self.segment_bytes:
-            return
+        if self._wlen >= self.segment_bytes:
+            self._roll()
+
+    def _roll(self) -> None:
+        """Start a new segment at the end offset (the writer's, or a closing caller's when no writer is left)."""
         start = self.end
         try:
             fd = os.open(self._path(start), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -266,8 +269,18 @@ class Journal:
             return lost
 
     # ---- space --------------------------------------------------------------------------------------------------
-    def release(self, upto: int) -> int:
-        """Delete segments that lie wholly before ``upto`` (every consumer has saved a cursor past them)."""
+    def release(self, upto: int, *, closing: bool = False) -> int:
+        """Delete segments that lie wholly before ``upto`` (every consumer has saved a cursor past them).
+
+        The segment being written stays, unless ``closing`` (no bytes will be appended in this run) and every
+        consumer is at the end: then an empty segment named at the end offset takes its place, so a finished
+        container keeps no copy of what json.log already holds, and a restart continues the stream at the same
+        offsets, where every saved cursor still points."""
+        if closing and upto >= self.end and self._wlen > 0:
+            try:
+                self._roll()
+            except JournalFull:
+                pass  # no room for an empty file: the last segment stays until the next release
         removed = 0
         with self._lock:
             while len(self._starts) > 1 and self._starts[1] <= upto:

@@ -20,23 +20,34 @@ class OptionError(ValueError):
     """A log-opt the user must fix; the message reaches ``docker run`` as is."""
 
 
-# ---- value kinds: each parses a string or raises ValueError with the accepted form --------------------------
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.IGNORECASE)
-_UNITS = {None: 1, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+# ---- value kinds: Go's parsers, as Docker's own drivers apply them to the same keys ----------------------------
+# Each parses a string or raises ValueError. Only ASCII forms: Python's int(), float() and \d take any Unicode
+# digit and surrounding spaces, Go's parsers take neither.
+_INT64 = 1 << 63
+
+# docker/go-units FromHumanSize (decimal) / RAMInBytes (binary): digits, an optional fraction, one optional space,
+# an optional unit k m g t p (any case) with an optional b or ib, or a lone b. These are the forms both go-units
+# v0.4 (dockerd 20.10, a regexp) and v0.5 (later dockerd, a hand parser) take with the same value.
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(?:([kmgtp])(?:i?b)?|b)?", re.ASCII | re.IGNORECASE)
+_UNIT_POWER = {None: 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def parse_go_size(text: str, base: int) -> int:
+    """go-units' size in bytes, then json-file's ``max-size must be a positive number``.
+
+    Go computes it in float64 and truncates to int64 (a value past int64 wraps negative, so json-file rejects
+    it); Python's floats are the same IEEE doubles, so ``0.1k`` is 100 bytes here as there."""
+    m = _SIZE_RE.fullmatch(text)
+    if not m:
+        raise ValueError
+    value = float(m.group(1)) * base ** _UNIT_POWER[m.group(2) and m.group(2).lower()]
+    if not 1 <= value < _INT64:
+        raise ValueError
+    return int(value)
 
 
 def _size(base: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        m = _SIZE_RE.match(text.strip())
-        if not m:
-            raise ValueError
-        unit = m.group(2).lower() if m.group(2) else None
-        value = int(float(m.group(1)) * base ** _UNITS[unit])
-        if value <= 0:
-            raise ValueError
-        return value
-
-    return parse
+    return lambda text: parse_go_size(text, base)
 
 
 def parse_bool(text: str) -> bool:
@@ -48,38 +59,98 @@ def parse_bool(text: str) -> bool:
     raise ValueError
 
 
+_ATOI_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def parse_atoi(text: str) -> int:
+    """Go's strconv.Atoi (json-file's max-file): an optional sign, ASCII digits, within int64."""
+    if not _ATOI_RE.fullmatch(text):
+        raise ValueError
+    value = int(text)
+    if not -_INT64 <= value < _INT64:
+        raise ValueError
+    return value
+
+
 def _positive_int(text: str) -> int:
-    value = int(text, 10)
-    if value < 1:
+    value = parse_atoi(text)
+    if value < 1:  # json-file: "max-file cannot be less than 1"
         raise ValueError
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text, 10)
-    if value < 0:
+_UINT32_MAX = (1 << 32) - 1
+
+
+def _retry_count(text: str) -> int:
+    # Docker's fluentd-max-retries: strconv.ParseUint (no sign), 32 bits in later dockerd (20.10: 64).
+    if not text.isascii() or not text.isdigit():
+        raise ValueError
+    value = int(text)
+    if value > _UINT32_MAX:
         raise ValueError
     return value
 
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
+       "h": 3600 * 10**9}  # Go's unit table: µ is U+00B5, μ U+03BC
+_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)", re.ASCII)
+
+
+def parse_duration_ns(text: str) -> int:
+    """Go's time.ParseDuration in nanoseconds: ``[+-]`` then one or more ``<number><unit>`` (``1h2m3.5s``), or
+    ``0``; a total past int64 nanoseconds (~292 years) is an error. Fractions are computed as Go does, in
+    float64, so the last nanosecond of an odd fraction comes out the same."""
+    sign, rest = (-1, text[1:]) if text[:1] == "-" else (1, text[1:] if text[:1] == "+" else text)
+    if rest == "0":
+        return 0
+    if not rest:
+        raise ValueError
+    total, pos = 0, 0
+    while pos < len(rest):
+        m = _DURATION_PART.match(rest, pos)
+        whole, frac, unit = m.group(1), m.group(2) or "", m.group(3)
+        if not whole and not frac or unit not in _NS:
+            raise ValueError  # no digits (".s"), a missing unit ("5") or an unknown one ("1d", "1 s")
+        value = int(whole or "0") * _NS[unit]
+        if value > _INT64:
+            raise ValueError
+        if frac:
+            digits, scale = _fraction(frac)
+            value += int(float(digits) * (float(_NS[unit]) / scale))
+        total += value
+        if value > _INT64 or total > _INT64:
+            raise ValueError
+        pos = m.end()
+    if sign > 0 and total == _INT64:
+        raise ValueError
+    return sign * total
+
+
+def _fraction(digits: str) -> tuple[int, float]:
+    """The fraction's digits as Go takes them: until one more would overflow int64 (later ones are below 1 ns)."""
+    value, scale = 0, 1.0
+    for ch in digits:
+        if value > (_INT64 - 1) // 10 or value * 10 + int(ch) > _INT64:
+            break
+        value, scale = value * 10 + int(ch), scale * 10
+    return value, scale
 
 
 def parse_duration(text: str) -> float:
-    """Go's time.ParseDuration (``1s``, ``500ms``, ``1m30s``), in seconds."""
-    text = text.strip()
-    if text == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    for m in _DURATION_RE.finditer(text):
-        if m.start() != pos:
-            raise ValueError
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
+    """A Go duration of 0 or more, in seconds (a negative wait or timeout means nothing useful here)."""
+    ns = parse_duration_ns(text)
+    if ns < 0:
         raise ValueError
-    return total
+    return ns / 1e9
+
+
+def _reconnect_interval(text: str) -> float:
+    # Docker's fluentd-async-reconnect-interval: 0 (off) or between 100ms and 10s.
+    seconds = parse_duration(text)
+    if seconds and not 0.1 <= seconds <= 10:
+        raise ValueError
+    return seconds
 
 
 def _regex(text: str) -> re.Pattern[str]:
@@ -106,18 +177,28 @@ def _text(text: str) -> str:
     return text
 
 
+def _secret(text: str) -> str:
+    # A control character (a newline from a key file, a NUL) would make a handshake that never matches.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError
+    return text
+
+
 @dataclass(frozen=True)
 class Kind:
     parse: Callable[[str], Any]
     form: str  # the accepted form, as the error message and the README show it
 
 
-SIZE = Kind(_size(1000), "a size like 10m or 1g (k, m, g: decimal units as json-file, 1k = 1000 bytes)")
-RAM_SIZE = Kind(_size(1024), "a size like 1m or 512k (binary units, 1k = 1024 bytes)")
-COUNT = Kind(_positive_int, "a whole number of 1 or more")
-NON_NEGATIVE = Kind(_non_negative_int, "a whole number of 0 or more")
-BOOL = Kind(parse_bool, "true or false")
-DURATION = Kind(parse_duration, "a duration like 1s, 500ms or 1m30s")
+SIZE = Kind(_size(1000), "a size like 10m, 1.5g or 500kb (ASCII digits, then k, m, g, t or p in any case, "
+                         "optionally followed by b; decimal units as json-file, 1k = 1000 bytes)")
+RAM_SIZE = Kind(_size(1024), "a size like 1m, 512k or 2MiB (binary units, 1k = 1024 bytes)")
+COUNT = Kind(_positive_int, "a whole number of 1 or more (ASCII digits)")
+RETRY_COUNT = Kind(_retry_count, "a whole number from 0 to 4294967295 (ASCII digits)")
+BOOL = Kind(parse_bool, "true or false (also 1, 0, t, f, TRUE, FALSE, True, False)")
+DURATION = Kind(parse_duration, "a duration like 1s, 500ms or 1m30s (units ns, us, ms, s, m, h)")
+RECONNECT = Kind(_reconnect_interval, "0 or a duration from 100ms to 10s")
+SECRET = Kind(_secret, "text without control characters")
 REGEX = Kind(_regex, "a regular expression")
 CSV = Kind(_csv, "a comma-separated list of names")
 TEXT = Kind(_text, "any text")
@@ -133,6 +214,8 @@ class Option:
     default: str | None
     help: str
     group: str = "json-file"
+    secret: bool = False  # an error names the option but never shows its value
+    blank_is_default: bool = False  # "" means "not given", as dockerd or Docker's fluentd driver read the key
 
 
 # The node-level rows: json.log, dockerd's own keys, logbridge's. Each output declares its rows in its package
@@ -149,10 +232,10 @@ NODE_OPTIONS: tuple[Option, ...] = (
     Option("tag", TEMPLATE, None, "tag stored in attrs (json.log) and used as the forward tag"),
     # Keys dockerd itself handles; they reach the plugin and must not be rejected.
     Option("mode", MODE, "blocking", "dockerd's delivery mode; non-blocking drops lines silently inside dockerd",
-           "dockerd"),
+           "dockerd", blank_is_default=True),
     Option("max-buffer-size", RAM_SIZE, None, "dockerd's ring buffer for mode=non-blocking", "dockerd"),
     Option("cache-disabled", BOOL, None, "dockerd's dual-logging cache (not used: logbridge serves docker logs)",
-           "dockerd"),
+           "dockerd", blank_is_default=True),
     Option("cache-max-size", SIZE, None, "dockerd's dual-logging cache size (ignored by dockerd 20.10)", "dockerd"),
     Option("cache-max-file", COUNT, None, "dockerd's dual-logging cache files (ignored by dockerd 20.10)", "dockerd"),
     Option("cache-compress", BOOL, None, "dockerd's dual-logging cache compression (ignored by dockerd 20.10)",
@@ -190,7 +273,22 @@ class Options(Mapping[str, Any]):
 
 
 def _bad(option: Option, value: str) -> OptionError:
+    if option.secret:  # the message reaches docker run, dockerd's log and ours
+        return OptionError(f"logbridge: invalid log-opt {option.name} (value not shown: it is a secret): "
+                           f"expected {option.kind.form}")
     return OptionError(f"logbridge: invalid log-opt {option.name}={value!r}: expected {option.kind.form}")
+
+
+def parse_value(option: Option, raw: str | None) -> Any:
+    """One log-opt's value (``None``: not given); OptionError names the option and the accepted form."""
+    if raw is None or (raw == "" and option.blank_is_default):
+        raw = option.default
+    if raw is None:
+        return None
+    try:
+        return option.kind.parse(raw)
+    except ValueError:
+        raise _bad(option, raw) from None
 
 
 def parse_options(config: Mapping[str, str] | None) -> Options:
@@ -204,14 +302,7 @@ def parse_options(config: Mapping[str, str] | None) -> Options:
         raise OptionError(f"logbridge: unknown log-opt {unknown[0]!r}; accepted: {names}")
     values: dict[str, Any] = {}
     for option in table:
-        raw = config.get(option.name, option.default)
-        if raw is None:
-            values[option.name] = None
-            continue
-        try:
-            values[option.name] = option.kind.parse(raw)
-        except ValueError:
-            raise _bad(option, raw) from None
+        values[option.name] = parse_value(option, config.get(option.name))
     _check_combinations(values, frozenset(config))
     opts = Options(values, frozenset(config))
     for output in outputs.available():

@@ -263,6 +263,7 @@ class Pipeline:
     def _close_sync(self) -> None:
         for c in self.consumers:
             c.close()
-        self.journal.release(min(c.saved_pos for c in self.consumers))  # worker thread: no cap task from here
+        # Worker thread: no cap task from here. The FIFO is closed or at EOF, so the last segment can go too.
+        self.journal.release(min(c.saved_pos for c in self.consumers), closing=True)
         self.journal.close()
         self.store.close()

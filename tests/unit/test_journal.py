@@ -131,3 +131,20 @@ def test_cursor_saves_after_the_first_overwrite_one_slot_in_place(tmp_path):
     store.close()
     assert store.save(cur, pos=6) and store.load("forward").pos == 6  # a save after close opens it again
     store.close()
+
+
+def test_closing_with_every_consumer_at_the_end_keeps_only_an_empty_segment_at_the_end(tmp_path):
+    data = frames(300)
+    j = Journal(str(tmp_path / "j"), segment_bytes=1000)
+    j.write(data)
+    j.release(len(data) - 1, closing=True)  # a consumer still short of the end: the last segment stays
+    assert j.read(len(data) - 10, 10) == data[-10:]
+    j.release(len(data), closing=True)
+    segs = sorted((tmp_path / "j").iterdir())
+    assert [(s.name, s.stat().st_size) for s in segs] == [(f"{len(data):020d}.seg", 0)]
+    j.close()
+    again = Journal(str(tmp_path / "j"), segment_bytes=1000)  # the container starts again
+    assert again.start == again.end == len(data)  # offsets go on: saved cursors at the end stay valid
+    more = frames(3, start=300)
+    again.write(more)
+    assert again.read(len(data), len(more)) == more

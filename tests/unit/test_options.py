@@ -101,3 +101,17 @@ def test_readme_shows_the_generated_table():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert markdown_table() in readme, "README's options table is stale: run python scripts/readme-options.py"
+
+
+@pytest.mark.parametrize("key", [o.name for o in OPTIONS if o.secret])
+def test_a_malformed_secret_is_named_but_never_shown(key):
+    secret = "s3cr3t-Value\n"  # a key file's newline: the handshake could never match
+    with pytest.raises(OptionError) as err:
+        parse_options({key: secret})
+    message = str(err.value)
+    assert key in message and "secret" in message
+    assert "s3cr3t" not in message and "Value" not in message
+
+
+def test_shared_key_and_password_are_secrets():
+    assert {o.name for o in OPTIONS if o.secret} >= {"forward-shared-key", "forward-password"}

@@ -3,24 +3,28 @@ logbridge's own ``forward-*``. Forwarding is off without ``fluentd-address``."""
 
 from __future__ import annotations
 
-from driver.options import BOOL, DURATION, NON_NEGATIVE, RAM_SIZE, SIZE, TEXT, Option, OptionError, Options
+from driver.options import (BOOL, DURATION, RAM_SIZE, RECONNECT, RETRY_COUNT, SECRET, SIZE, TEXT, Kind, Option,
+                            OptionError, Options)
+
+
+def _fluentd(name: str, kind: Kind, default: str | None, help: str) -> Option:
+    # Docker's fluentd driver reads an empty value of its keys as not given.
+    return Option(name, kind, default, help, "forward", blank_is_default=True)
+
 
 OPTIONS: tuple[Option, ...] = (
-    Option("fluentd-address", TEXT, None,
-           "forward destination: tcp://host:port, tls://host:port, tcp+tls://host:port, unix:///path", "forward"),
-    Option("fluentd-async", BOOL, None, "accepted for compatibility: logbridge never blocks a container", "forward"),
-    Option("fluentd-async-connect", BOOL, None, "deprecated alias of fluentd-async", "forward"),
-    Option("fluentd-buffer-limit", RAM_SIZE, None, "accepted for compatibility: the journal is the buffer",
-           "forward"),
-    Option("fluentd-retry-wait", DURATION, "1s", "first wait before reconnecting; doubles up to 60s", "forward"),
-    Option("fluentd-max-retries", NON_NEGATIVE, None, "accepted for compatibility: logbridge retries until the "
-           "journal cap drops frames", "forward"),
-    Option("fluentd-sub-second-precision", BOOL, "true", "send EventTime (nanoseconds) instead of whole seconds",
-           "forward"),
-    Option("fluentd-request-ack", BOOL, "true", "ask the receiver to acknowledge each batch (at-least-once)",
-           "forward"),
-    Option("fluentd-write-timeout", DURATION, "10s", "give up a connection when a write takes longer", "forward"),
-    Option("fluentd-async-reconnect-interval", DURATION, None, "accepted for compatibility", "forward"),
+    _fluentd("fluentd-address", TEXT, None,
+             "forward destination: tcp://host:port, tls://host:port, tcp+tls://host:port, unix:///path"),
+    _fluentd("fluentd-async", BOOL, None, "accepted for compatibility: logbridge never blocks a container"),
+    _fluentd("fluentd-async-connect", BOOL, None, "deprecated alias of fluentd-async"),
+    _fluentd("fluentd-buffer-limit", RAM_SIZE, None, "accepted for compatibility: the journal is the buffer"),
+    _fluentd("fluentd-retry-wait", DURATION, "1s", "first wait before reconnecting; doubles up to 60s"),
+    _fluentd("fluentd-max-retries", RETRY_COUNT, None, "accepted for compatibility: logbridge retries until the "
+             "journal cap drops frames"),
+    _fluentd("fluentd-sub-second-precision", BOOL, "true", "send EventTime (nanoseconds) instead of whole seconds"),
+    _fluentd("fluentd-request-ack", BOOL, "true", "ask the receiver to acknowledge each batch (at-least-once)"),
+    _fluentd("fluentd-write-timeout", DURATION, "10s", "give up a connection when a write takes longer"),
+    _fluentd("fluentd-async-reconnect-interval", RECONNECT, None, "accepted for compatibility"),
     Option("forward-compress", BOOL, "false", "send CompressedPackedForward (gzip) frames", "forward"),
     Option("forward-record-id", BOOL, "false", "add record_id (container, journal offset, index): the same on "
            "a resend, usable as Elasticsearch's _id to drop duplicates", "forward"),
@@ -28,10 +32,11 @@ OPTIONS: tuple[Option, ...] = (
            "(json.log keeps them split, as json-file does)", "forward"),
     Option("forward-merge-max-size", SIZE, "1m", "longest line forward-merge-partials joins; longer ones go as "
            "chunks with partial_* fields", "forward"),
-    Option("forward-shared-key", TEXT, None, "shared_key for the forward handshake (prefer a profile: log-opts "
-           "are visible to docker inspect)", "forward"),
+    Option("forward-shared-key", SECRET, None, "shared_key for the forward handshake (prefer a profile: log-opts "
+           "are visible to docker inspect)", "forward", secret=True),
     Option("forward-username", TEXT, None, "username for the forward handshake", "forward"),
-    Option("forward-password", TEXT, None, "password for the forward handshake (prefer a profile)", "forward"),
+    Option("forward-password", SECRET, None, "password for the forward handshake (prefer a profile)", "forward",
+           secret=True),
     Option("forward-tls-ca-file", TEXT, None, "CA bundle to verify the aggregator (path inside the plugin)",
            "forward"),
     Option("forward-tls-cert-file", TEXT, None, "client certificate for mutual TLS (path inside the plugin)",
