@@ -659,15 +659,14 @@ class Follower:
         self._fd = current.fd if current else None
         self._pos = current.end if current else 0
         self._rest = b""
-        # The file followed before the current one, to find what was rotated away since: (inode, last time).
-        self._previous: tuple[int | None, int | None] | None = None
-        if current is None and not snapshot:
-            self._previous = (None, None)  # no file yet: whatever is rotated away before the first poll is new
-        elif current is None:
+        # The file followed before the current one, to find what was rotated away since; None while the
+        # current one is followed, or when no file was followed before it (then every rotated file is new).
+        self._left: _Left | None = None
+        if current is None and snapshot:
             # Opened between a rotation's rename and the new file's creation: the newest rotated file is the
             # one followed before the current one.
             newest = snapshot[-1]
-            self._previous = (None if newest.gz else os.fstat(newest.fd).st_ino, _source_last_time(newest, self.stats))
+            self._left = _Left(os.dup(newest.fd), newest.gz, _source_last_time(newest, self.stats))
 
     @property
     def done(self) -> bool:
@@ -699,9 +698,15 @@ class Follower:
 
     def close(self) -> None:
         self._drop_history()
+        self._forget_left()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _forget_left(self) -> None:
+        if self._left is not None:
+            os.close(self._left.fd)
+            self._left = None
 
     def _drop_history(self) -> None:
         _close_all(self._rotated)  # the current file's descriptor stays: it is the one followed
@@ -723,9 +728,8 @@ class Follower:
         assert self._fd is not None
         if self._rest:
             self.stats.bad_lines += 1  # a torn last write: the file is final now
-        st = os.fstat(self._fd)
-        self._previous = (st.st_ino, _last_entry_time(self._fd, st.st_size, self.stats))
-        os.close(self._fd)
+        last_time = _last_entry_time(self._fd, os.fstat(self._fd).st_size, self.stats)
+        self._left = _Left(self._fd, False, last_time)  # keeps the descriptor until the next file is entered
         self._fd, self._pos, self._rest = None, 0, b""
 
     def _enter_current(self) -> list[bytes]:
@@ -739,17 +743,16 @@ class Follower:
             lines = [line for s in reversed(between) for line in _source_lines(s, self.stats)]
         finally:
             _close_all(between)
+        self._forget_left()
         self._fd, self._pos, self._rest = fd, 0, b""
         return lines + self._drain()
 
     def _rotated_between(self, entered_inode: int) -> list[_Source]:
-        """The files rotated away completely between the previous file and the entered one, newest first.
+        """The files rotated away completely between the left file and the entered one, newest first.
 
         Under the naming lock nothing moves while we walk; the walk still copes with a writer in another
         process, which does not take it."""
-        if self._previous is None:
-            return []
-        previous_inode, previous_time = self._previous
+        left = self._left
         newer: list[_Source] = []  # newest first
         taken: set[int | None] = set()  # inodes and last times of `newer`: a rotation during the walk shifts a
         # file we took to the next number, where we would meet it again
@@ -777,10 +780,10 @@ class Follower:
             last = _source_last_time(source, self.stats)
             # Plain files are known by inode. Times only for compressed ones (their inode is new): entry times
             # need not grow (stdout and stderr interleave, clocks are set back), so a plain file whose last line
-            # is older than the previous file's is no proof that it was there before.
-            if (
-                (not source.gz and inode == previous_inode)
-                or (source.gz and previous_time is not None and (last is None or last <= previous_time))
+            # is older than the left file's is no proof that it was there before.
+            if left is not None and (
+                (not source.gz and inode == os.fstat(left.fd).st_ino)
+                or (source.gz and left.last_time is not None and (last is None or last <= left.last_time))
             ):
                 source.close()
                 break
@@ -790,6 +793,19 @@ class Follower:
             newer.append(source)
             taken.update((inode, last))
         return newer
+
+
+@dataclass
+class _Left:
+    """The file a follower followed before the current one: its open descriptor and its last entry's time.
+
+    The descriptor stays open until the files rotated away after it are found. Closed, a file whose names are
+    gone (the plain `.1` unlinked once compressed) frees its inode number, which ext4 gives at once to the next
+    file created; that file, rotated to `.1` meanwhile, would be taken for this one and never read."""
+
+    fd: int
+    gz: bool
+    last_time: int | None
 
 
 def _highest_rotated(path: str, compress: bool) -> int:
