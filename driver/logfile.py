@@ -500,6 +500,24 @@ def _gz_last_time(fd: int, stats: ReadStats) -> int | None:
         return None
 
 
+def _gz_size(fd: int, stats: ReadStats) -> int | None:
+    """The uncompressed size modulo 2**32 from a gzip file's trailer (ISIZE), or None if it is too short."""
+    size = os.fstat(fd).st_size
+    if size < 18:  # the smallest gzip member: 10 bytes of header, 8 of trailer
+        return None
+    return struct.unpack("<I", _pread(fd, 4, size - 4, stats))[0]
+
+
+def _gz_head(fd: int, n: int, stats: ReadStats) -> bytes:
+    """The first `n` uncompressed bytes of a gzip file (fewer if it holds fewer or is corrupt)."""
+    head = b""
+    for chunk in _gz_chunks(fd, stats):
+        head += chunk
+        if len(head) >= n:
+            break
+    return head[:n]
+
+
 def _last_entry_time(fd: int, size: int, stats: ReadStats) -> int | None:
     end = _complete_end(fd, size, stats)
     start, count = _tail_start(fd, end, 1, stats)
@@ -635,8 +653,8 @@ class Follower:
     Rotation is noticed when `path` names another file than the one followed (renamed to `.1`, or unlinked
     with max_file=1). The old file is read to its end first (the writer never writes to it again), then the
     files rotated away completely between two polls, then the new current file from its start. Those
-    intermediate files are the rotated files newer than the one followed: found by inode while it is
-    uncompressed, else by their last entry's time (from the gzip header) being later than its last entry.
+    intermediate files are the rotated files newer than the one followed: the ones met, from `.1` up, before
+    that file itself (`_Left.is_`).
     """
 
     def __init__(
@@ -750,9 +768,9 @@ class Follower:
     def _rotated_between(self, entered_inode: int) -> list[_Source]:
         """The files rotated away completely between the left file and the entered one, newest first.
 
-        Under the naming lock nothing moves while we walk; the walk still copes with a writer in another
-        process, which does not take it."""
-        left = self._left
+        The walk ends at the left file. Not finding it (rotated out for good while we were away) means every
+        rotated file is newer: rotation removes the oldest first. Under the naming lock nothing moves while we
+        walk; the walk still copes with a writer in another process, which does not take it."""
         newer: list[_Source] = []  # newest first
         taken: set[int | None] = set()  # inodes and last times of `newer`: a rotation during the walk shifts a
         # file we took to the next number, where we would meet it again
@@ -778,13 +796,7 @@ class Follower:
                 newer, taken = [], set()
                 continue
             last = _source_last_time(source, self.stats)
-            # Plain files are known by inode. Times only for compressed ones (their inode is new): entry times
-            # need not grow (stdout and stderr interleave, clocks are set back), so a plain file whose last line
-            # is older than the left file's is no proof that it was there before.
-            if left is not None and (
-                (not source.gz and inode == os.fstat(left.fd).st_ino)
-                or (source.gz and left.last_time is not None and (last is None or last <= left.last_time))
-            ):
+            if self._left is not None and self._left.is_(source, last, self.stats):
                 source.close()
                 break
             if inode in taken or (source.gz and last in taken):
@@ -806,6 +818,22 @@ class _Left:
     fd: int
     gz: bool
     last_time: int | None
+
+    def is_(self, source: _Source, last_time: int | None, stats: ReadStats) -> bool:
+        """Whether `source` (whose last entry is at `last_time`) holds this file, under any name.
+
+        The same inode, or, for the `.gz` the compressor made of it, the same content: its size (gzip's
+        ISIZE), last entry time and first block. Times alone cannot tell: once the clock steps back a newer
+        file's last entry can be older than this one's."""
+        own = os.fstat(self.fd)
+        if os.fstat(source.fd).st_ino == own.st_ino:
+            return True
+        if self.gz or not source.gz or last_time != self.last_time:
+            return False
+        if _gz_size(source.fd, stats) != own.st_size & 0xFFFFFFFF:
+            return False
+        head = _pread(self.fd, _FIRST_BLOCK, 0, stats)
+        return _gz_head(source.fd, len(head), stats) == head
 
 
 def _highest_rotated(path: str, compress: bool) -> int:

@@ -521,6 +521,24 @@ def test_follow_when_the_left_file_s_inode_number_is_reused(private_ext4: Path, 
     w.close()
 
 
+def test_follow_when_the_clock_stepped_back(log_path: Path):
+    """Issue 15: a file written after the clock stepped back, compressed by the time the follower looks, has a
+    last entry older than the left file's: it was taken for the left file or an older one, and never read."""
+    back = 1000 * MS
+    stepped_back = encode_entries(
+        [("stdout", t(i) - back, b"line %d" % i, False, False, "", 0) for i in range(7, 14)], None)
+    w = LogFile(str(log_path), 500, 9, True)
+    w.write_lines(lines(0, 7))  # file A
+    f = Follower(str(log_path))
+    got = list(f.history(tail=-1))
+    w.write_lines(stepped_back)  # A -> .1.gz; file B, 1 s back in time
+    w.write_lines(lines(14, 21))  # B -> .1.gz, A -> .2.gz; the current file C
+    w.close()  # both compressions done
+    got += f.poll()
+    assert [e[0] for e in got] == [e[0] for e in entries(0, 21)]
+    f.close()
+
+
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
