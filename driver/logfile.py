@@ -271,10 +271,46 @@ def _compress_file(name: str, mode: int) -> None:
             _write_gzip(src, dst, last_time)
             dst.flush()
             os.fsync(dst.fileno())  # the source is deleted next: the copy must be on disk first
-    # `<path>.N` -> `<path>`: under its lock a reader sees either the plain file or its .gz, never both
-    with _naming_lock(name.rsplit(".", 1)[0]):
-        os.replace(tmp, name + ".gz")
-        os.unlink(name)
+        # `<path>.N` -> `<path>`: under its lock a reader sees either the plain file or its .gz, never both
+        with _naming_lock(name.rsplit(".", 1)[0]):
+            if _names(name, src.fileno()):
+                os.replace(tmp, name + ".gz")
+                os.unlink(name)
+                return
+            os.unlink(tmp)  # removed meanwhile (retention's size rule): its copy must not bring it back
+
+
+def _names(name: str, fd: int) -> bool:
+    """Whether `name` still refers to the file open as `fd`."""
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def remove_oldest_rotated(path: str) -> tuple[list[str], int]:
+    """Remove `path`'s oldest rotated file (both spellings of its number): (the names removed, bytes freed).
+
+    Under the naming lock, so the name chosen is the oldest file's now: a rotation since the caller looked
+    shifts every name by one, and a stale name would remove a newer file and keep the oldest."""
+    with _naming_lock(path):
+        rotated = _rotated_names(path)
+        numbers = [*rotated.plain, *rotated.gz]
+        if not numbers:
+            return [], 0
+        oldest = max(numbers)
+        removed, freed = [], 0
+        for name in filter(None, (rotated.plain.get(oldest), rotated.gz.get(oldest))):
+            try:
+                size = os.stat(name).st_size
+                os.unlink(name)
+            except FileNotFoundError:
+                continue
+            removed.append(name)
+            freed += size
+        return removed, freed
 
 
 def _write_gzip(src: BinaryIO, dst: BinaryIO, last_time: int | None) -> None:
@@ -391,12 +427,7 @@ def _open_snapshot(path: str, compress: bool, stats: ReadStats) -> list[_Source]
 
 
 def _still_named(source: _Source) -> bool:
-    try:
-        st = os.stat(source.name)
-    except FileNotFoundError:
-        return False
-    own = os.fstat(source.fd)
-    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+    return _names(source.name, source.fd)
 
 
 def _close_all(sources: Iterable[_Source]) -> None:
