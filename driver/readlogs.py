@@ -153,11 +153,15 @@ class _FollowerSteps:
 
 async def _follow(loop, request, response, registry, container_id: str, follower: Follower, cfg: ReadConfig) -> None:
     steps = _FollowerSteps(loop, follower)
+    first = registry.pipelines.get(container_id)
+    followed = first.fifo if first is not None else None  # the logger this read follows: one run
     try:
         await _send_all(steps.run, response, _chunks(follower.history(cfg.tail)))
         while not follower.done:
             pipeline = registry.pipelines.get(container_id)
-            ended = pipeline is None or pipeline.fifo is None
+            # Ended, as json-file's followers end, when the logger followed closed: a `docker restart` gives the
+            # container a new FIFO at once, so a FIFO other than the followed one means the followed run is over.
+            ended = pipeline is None or pipeline.fifo is None or pipeline.fifo is not followed
             if ended and pipeline is not None and not await pipeline.json_log_caught_up(FOLLOW_POLL):
                 ended = False  # json.log is still behind its journal: its last lines are yet to come
             new = await steps.run(follower.poll)

@@ -59,3 +59,34 @@ def test_a_cancelled_follow_closes_the_follower_after_its_read(tmp_path: Path, m
     finally:
         release.set()
         w.close()
+
+
+def test_follow_ends_when_the_followed_logger_is_replaced_by_a_restart(tmp_path: Path):
+    """Issue 14 point 5: `docker restart` swaps the container's FIFO between two looks: the follow must end
+    (json-file's follower ends when the logger it followed closes), not follow the next run."""
+    path = tmp_path / "c" / "c-json.log"
+    w = LogFile(str(path), None, 1, False)
+    w.write_lines(lines(0, 3))
+    caught_up = lambda limit: asyncio.sleep(0, True)  # noqa: E731 - json.log holds the journal
+    pipeline = SimpleNamespace(fifo=object(), json_log_caught_up=caught_up)
+    registry = SimpleNamespace(pipelines={"c": pipeline})
+    request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
+    written: list[bytes] = []
+    response = SimpleNamespace(write=lambda data: asyncio.sleep(0, written.append(data)))
+    cfg = readlogs.ReadConfig(tail=-1, follow=True, since_ns=None, until_ns=None)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(readlogs._follow(asyncio.get_running_loop(), request, response, registry, "c",
+                                                    Follower(str(path)), cfg))
+        deadline = time.monotonic() + 10
+        while not written and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # history sent: the follow is under way
+        pipeline.fifo = object()  # StopLogging and StartLogging of the restart, between two polls
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done, "still following the next run"
+        task.result()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        w.close()
