@@ -271,10 +271,46 @@ def _compress_file(name: str, mode: int) -> None:
             _write_gzip(src, dst, last_time)
             dst.flush()
             os.fsync(dst.fileno())  # the source is deleted next: the copy must be on disk first
-    # `<path>.N` -> `<path>`: under its lock a reader sees either the plain file or its .gz, never both
-    with _naming_lock(name.rsplit(".", 1)[0]):
-        os.replace(tmp, name + ".gz")
-        os.unlink(name)
+        # `<path>.N` -> `<path>`: under its lock a reader sees either the plain file or its .gz, never both
+        with _naming_lock(name.rsplit(".", 1)[0]):
+            if _names(name, src.fileno()):
+                os.replace(tmp, name + ".gz")
+                os.unlink(name)
+                return
+            os.unlink(tmp)  # removed meanwhile (retention's size rule): its copy must not bring it back
+
+
+def _names(name: str, fd: int) -> bool:
+    """Whether `name` still refers to the file open as `fd`."""
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def remove_oldest_rotated(path: str) -> tuple[list[str], int]:
+    """Remove `path`'s oldest rotated file (both spellings of its number): (the names removed, bytes freed).
+
+    Under the naming lock, so the name chosen is the oldest file's now: a rotation since the caller looked
+    shifts every name by one, and a stale name would remove a newer file and keep the oldest."""
+    with _naming_lock(path):
+        rotated = _rotated_names(path)
+        numbers = [*rotated.plain, *rotated.gz]
+        if not numbers:
+            return [], 0
+        oldest = max(numbers)
+        removed, freed = [], 0
+        for name in filter(None, (rotated.plain.get(oldest), rotated.gz.get(oldest))):
+            try:
+                size = os.stat(name).st_size
+                os.unlink(name)
+            except FileNotFoundError:
+                continue
+            removed.append(name)
+            freed += size
+        return removed, freed
 
 
 def _write_gzip(src: BinaryIO, dst: BinaryIO, last_time: int | None) -> None:
@@ -391,12 +427,7 @@ def _open_snapshot(path: str, compress: bool, stats: ReadStats) -> list[_Source]
 
 
 def _still_named(source: _Source) -> bool:
-    try:
-        st = os.stat(source.name)
-    except FileNotFoundError:
-        return False
-    own = os.fstat(source.fd)
-    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+    return _names(source.name, source.fd)
 
 
 def _close_all(sources: Iterable[_Source]) -> None:
@@ -498,6 +529,24 @@ def _gz_last_time(fd: int, stats: ReadStats) -> int | None:
         return parse_time(json.loads(_pread(fd, xlen, 12, stats))["lastTime"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _gz_size(fd: int, stats: ReadStats) -> int | None:
+    """The uncompressed size modulo 2**32 from a gzip file's trailer (ISIZE), or None if it is too short."""
+    size = os.fstat(fd).st_size
+    if size < 18:  # the smallest gzip member: 10 bytes of header, 8 of trailer
+        return None
+    return struct.unpack("<I", _pread(fd, 4, size - 4, stats))[0]
+
+
+def _gz_head(fd: int, n: int, stats: ReadStats) -> bytes:
+    """The first `n` uncompressed bytes of a gzip file (fewer if it holds fewer or is corrupt)."""
+    head = b""
+    for chunk in _gz_chunks(fd, stats):
+        head += chunk
+        if len(head) >= n:
+            break
+    return head[:n]
 
 
 def _last_entry_time(fd: int, size: int, stats: ReadStats) -> int | None:
@@ -635,8 +684,8 @@ class Follower:
     Rotation is noticed when `path` names another file than the one followed (renamed to `.1`, or unlinked
     with max_file=1). The old file is read to its end first (the writer never writes to it again), then the
     files rotated away completely between two polls, then the new current file from its start. Those
-    intermediate files are the rotated files newer than the one followed: found by inode while it is
-    uncompressed, else by their last entry's time (from the gzip header) being later than its last entry.
+    intermediate files are the rotated files newer than the one followed: the ones met, from `.1` up, before
+    that file itself (`_Left.is_`).
     """
 
     def __init__(
@@ -659,15 +708,14 @@ class Follower:
         self._fd = current.fd if current else None
         self._pos = current.end if current else 0
         self._rest = b""
-        # The file followed before the current one, to find what was rotated away since: (inode, last time).
-        self._previous: tuple[int | None, int | None] | None = None
-        if current is None and not snapshot:
-            self._previous = (None, None)  # no file yet: whatever is rotated away before the first poll is new
-        elif current is None:
+        # The file followed before the current one, to find what was rotated away since; None while the
+        # current one is followed, or when no file was followed before it (then every rotated file is new).
+        self._left: _Left | None = None
+        if current is None and snapshot:
             # Opened between a rotation's rename and the new file's creation: the newest rotated file is the
             # one followed before the current one.
             newest = snapshot[-1]
-            self._previous = (None if newest.gz else os.fstat(newest.fd).st_ino, _source_last_time(newest, self.stats))
+            self._left = _Left(os.dup(newest.fd), newest.gz, _source_last_time(newest, self.stats))
 
     @property
     def done(self) -> bool:
@@ -699,9 +747,15 @@ class Follower:
 
     def close(self) -> None:
         self._drop_history()
+        self._forget_left()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _forget_left(self) -> None:
+        if self._left is not None:
+            os.close(self._left.fd)
+            self._left = None
 
     def _drop_history(self) -> None:
         _close_all(self._rotated)  # the current file's descriptor stays: it is the one followed
@@ -723,9 +777,8 @@ class Follower:
         assert self._fd is not None
         if self._rest:
             self.stats.bad_lines += 1  # a torn last write: the file is final now
-        st = os.fstat(self._fd)
-        self._previous = (st.st_ino, _last_entry_time(self._fd, st.st_size, self.stats))
-        os.close(self._fd)
+        last_time = _last_entry_time(self._fd, os.fstat(self._fd).st_size, self.stats)
+        self._left = _Left(self._fd, False, last_time)  # keeps the descriptor until the next file is entered
         self._fd, self._pos, self._rest = None, 0, b""
 
     def _enter_current(self) -> list[bytes]:
@@ -739,17 +792,16 @@ class Follower:
             lines = [line for s in reversed(between) for line in _source_lines(s, self.stats)]
         finally:
             _close_all(between)
+        self._forget_left()
         self._fd, self._pos, self._rest = fd, 0, b""
         return lines + self._drain()
 
     def _rotated_between(self, entered_inode: int) -> list[_Source]:
-        """The files rotated away completely between the previous file and the entered one, newest first.
+        """The files rotated away completely between the left file and the entered one, newest first.
 
-        Under the naming lock nothing moves while we walk; the walk still copes with a writer in another
-        process, which does not take it."""
-        if self._previous is None:
-            return []
-        previous_inode, previous_time = self._previous
+        The walk ends at the left file. Not finding it (rotated out for good while we were away) means every
+        rotated file is newer: rotation removes the oldest first. Under the naming lock nothing moves while we
+        walk; the walk still copes with a writer in another process, which does not take it."""
         newer: list[_Source] = []  # newest first
         taken: set[int | None] = set()  # inodes and last times of `newer`: a rotation during the walk shifts a
         # file we took to the next number, where we would meet it again
@@ -775,13 +827,7 @@ class Follower:
                 newer, taken = [], set()
                 continue
             last = _source_last_time(source, self.stats)
-            # Plain files are known by inode. Times only for compressed ones (their inode is new): entry times
-            # need not grow (stdout and stderr interleave, clocks are set back), so a plain file whose last line
-            # is older than the previous file's is no proof that it was there before.
-            if (
-                (not source.gz and inode == previous_inode)
-                or (source.gz and previous_time is not None and (last is None or last <= previous_time))
-            ):
+            if self._left is not None and self._left.is_(source, last, self.stats):
                 source.close()
                 break
             if inode in taken or (source.gz and last in taken):
@@ -790,6 +836,35 @@ class Follower:
             newer.append(source)
             taken.update((inode, last))
         return newer
+
+
+@dataclass
+class _Left:
+    """The file a follower followed before the current one: its open descriptor and its last entry's time.
+
+    The descriptor stays open until the files rotated away after it are found. Closed, a file whose names are
+    gone (the plain `.1` unlinked once compressed) frees its inode number, which ext4 gives at once to the next
+    file created; that file, rotated to `.1` meanwhile, would be taken for this one and never read."""
+
+    fd: int
+    gz: bool
+    last_time: int | None
+
+    def is_(self, source: _Source, last_time: int | None, stats: ReadStats) -> bool:
+        """Whether `source` (whose last entry is at `last_time`) holds this file, under any name.
+
+        The same inode, or, for the `.gz` the compressor made of it, the same content: its size (gzip's
+        ISIZE), last entry time and first block. Times alone cannot tell: once the clock steps back a newer
+        file's last entry can be older than this one's."""
+        own = os.fstat(self.fd)
+        if os.fstat(source.fd).st_ino == own.st_ino:
+            return True
+        if self.gz or not source.gz or last_time != self.last_time:
+            return False
+        if _gz_size(source.fd, stats) != own.st_size & 0xFFFFFFFF:
+            return False
+        head = _pread(self.fd, _FIRST_BLOCK, 0, stats)
+        return _gz_head(source.fd, len(head), stats) == head
 
 
 def _highest_rotated(path: str, compress: bool) -> int:

@@ -8,6 +8,7 @@ ends here, after that container's FIFO ended and its json.log caught up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections import deque
@@ -103,7 +104,7 @@ async def serve_read_logs(request: web.Request, registry, body: dict) -> web.Str
     if follower is None:
         history = _chunks(read_entries(path, tail=cfg.tail, since_ns=cfg.since_ns, until_ns=cfg.until_ns,
                                        compress=compress, stats=stats))
-        await _send_all(loop, response, history)
+        await _send_all(functools.partial(loop.run_in_executor, None), response, history)
     else:
         await _follow(loop, request, response, registry, info.container_id, follower, cfg)
     await response.write_eof()
@@ -122,8 +123,8 @@ async def _serve_with_journal(request, loop, pipeline, path: str, cfg: ReadConfi
     try:
         response = web.StreamResponse(headers={"Content-Type": "application/x-protobuf"})
         await response.prepare(request)
-        await _send_all(loop, response, _chunks(_json_log_then_journal(writer.unwritten_entries(written, end), path,
-                                                                       cfg, compress)))
+        entries = _json_log_then_journal(writer.unwritten_entries(written, end), path, cfg, compress)
+        await _send_all(functools.partial(loop.run_in_executor, None), response, _chunks(entries))
         await response.write_eof()
         return response
     finally:
@@ -147,25 +148,59 @@ def _json_log_then_journal(pending: Iterator, path: str, cfg: ReadConfig, compre
     yield from last
 
 
-async def _send_all(loop, response: web.StreamResponse, chunks: Iterator[list]) -> None:
-    """Pull chunks in a worker thread (file reads, gunzip) and write them from the loop."""
+async def _send_all(run, response: web.StreamResponse, chunks: Iterator[list]) -> None:
+    """Pull chunks in a worker thread (file reads, gunzip) through `run(fn, *args)`; write them from the loop."""
     sentinel = object()
     while True:
-        chunk = await loop.run_in_executor(None, next, chunks, sentinel)
+        chunk = await run(next, chunks, sentinel)
         if chunk is sentinel:
             return
         await response.write(_frames(chunk))
 
 
+class _FollowerSteps:
+    """Runs a Follower's reads in worker threads, one at a time, and closes it once none is in flight.
+
+    A cancelled await (the client went away) does not stop the thread: closing the follower under it would
+    have the read go on with closed descriptors, or reopen the file and leak it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, follower: Follower) -> None:
+        self._loop = loop
+        self._follower = follower
+        self._step: asyncio.Future | None = None
+
+    async def run(self, fn, *args):
+        self._step = self._loop.run_in_executor(None, fn, *args)
+        return await asyncio.shield(self._step)
+
+    def close(self) -> None:
+        step = self._step
+        if step is None or step.done():
+            self._follower.close()
+            return
+
+        def close_after(done: asyncio.Future) -> None:
+            if not done.cancelled():
+                done.exception()  # retrieved: the request it belonged to is gone
+            self._follower.close()
+
+        step.add_done_callback(close_after)
+
+
 async def _follow(loop, request, response, registry, container_id: str, follower: Follower, cfg: ReadConfig) -> None:
+    steps = _FollowerSteps(loop, follower)
+    first = registry.pipelines.get(container_id)
+    followed = first.fifo if first is not None else None  # the logger this read follows: one run
     try:
-        await _send_all(loop, response, _chunks(follower.history(cfg.tail)))
+        await _send_all(steps.run, response, _chunks(follower.history(cfg.tail)))
         while not follower.done:
             pipeline = registry.pipelines.get(container_id)
-            ended = pipeline is None or pipeline.fifo is None
+            # Ended, as json-file's followers end, when the logger followed closed: a `docker restart` gives the
+            # container a new FIFO at once, so a FIFO other than the followed one means the followed run is over.
+            ended = pipeline is None or pipeline.fifo is None or pipeline.fifo is not followed
             if ended and pipeline is not None and not await pipeline.json_log_caught_up(FOLLOW_POLL):
                 ended = False  # json.log is still behind its journal: its last lines are yet to come
-            new = await loop.run_in_executor(None, follower.poll)
+            new = await steps.run(follower.poll)
             if new:
                 await response.write(_frames(new))
             if ended:
@@ -176,4 +211,4 @@ async def _follow(loop, request, response, registry, container_id: str, follower
     except (ConnectionResetError, asyncio.CancelledError):
         log.debug("ReadLogs client went away", extra={"container": container_id[:12]})
     finally:
-        follower.close()
+        steps.close()

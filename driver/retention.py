@@ -24,6 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from driver.logfile import remove_oldest_rotated
+from driver.sinks.jsonlog import log_path
+
 log = logging.getLogger(__name__)
 
 
@@ -96,7 +99,7 @@ class Retention:
         return out
 
     def _log_files(self, cid: str) -> list[str]:
-        current = os.path.join(self.log_root, cid, f"{cid}-json.log")
+        current = log_path(self.log_root, cid)
         rotated = glob.glob(current + ".*")
         rotated = [p for p in rotated if not p.endswith(".tmp")]
         rotated.sort(key=lambda p: -_rotation_index(p))  # oldest (highest index) first
@@ -106,14 +109,17 @@ class Retention:
         total = sum(_size(f) for c in containers for f in c.files)
         if total <= self.policy.max_bytes:
             return
-        rotated = [(_mtime(f), f) for c in containers for f in c.files[:-1] if not f.endswith("-json.log")]
-        for _, path in sorted(rotated):
+        # One turn per rotated file scanned, oldest first; each removes its container's oldest rotated file as
+        # named when the turn comes (the names the scan saw may have shifted since).
+        turns = sorted((_mtime(f), c.cid) for c in containers for f in c.files if not f.endswith("-json.log"))
+        for _, cid in turns:
             if total <= self.policy.max_bytes:
                 return
-            total -= _size(path)
-            Path(path).unlink(missing_ok=True)
-            self.removed_files += 1
-            log.info("log root over its size cap: removed a rotated file", extra={"path": path})
+            removed, freed = remove_oldest_rotated(log_path(self.log_root, cid))
+            total -= freed
+            for path in removed:
+                self.removed_files += 1
+                log.info("log root over its size cap: removed a rotated file", extra={"path": path})
         for c in sorted((c for c in containers if not c.running), key=lambda c: c.last_write):
             if total <= self.policy.max_bytes:
                 return

@@ -6,6 +6,7 @@ import gzip
 import os
 import shutil
 import struct
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from driver import logfile
 from driver.jsonfile import encode_entries, format_time, parse_time
 from driver.logfile import Follower, LogFile, ReadStats, list_files, read_entries
+from tests.support.procs import wait_for
 
 T0 = parse_time("2026-11-26T13:49:51.97266558Z")
 MS = 1_000_000
@@ -66,6 +68,24 @@ def gzip_extra(path: Path) -> bytes:
 @pytest.fixture
 def log_path(tmp_path: Path) -> Path:
     return tmp_path / "containers" / "c" / "c-json.log"
+
+
+@pytest.fixture
+def private_ext4(tmp_path: Path):
+    """A small ext4 on which only the test creates files: a freed inode number goes to the next file made there,
+    at once and every time, as it does by chance on a host's busy ext4."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        pytest.skip("a loop-mounted ext4 needs root and mkfs.ext4")
+    image, mnt = tmp_path / "ext4.img", tmp_path / "ext4"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def names(log_path: Path) -> list[str]:
@@ -458,6 +478,82 @@ def test_follow_while_the_writer_rotates_flat_out(log_path: Path, compress: bool
         assert [e[2] for e in got] == [t(i) for i in range(600)], f"trial {trial}"
         f.close()
         w.close()
+
+
+def test_follow_when_the_left_file_s_inode_number_is_reused(private_ext4: Path, monkeypatch: pytest.MonkeyPatch):
+    """Issues 11.1 and 15.9: the file the follower leaves was compressed already (its plain name unlinked), so
+    closing it freed its inode number; two rotations later a new file holding that number sat at `.1` while the
+    follower looked for the files rotated away since the one it left, and it took that file for the one it left:
+    it never read `.1` nor `.2.gz`. Each write below of 7 lines (about 525 bytes) fills one file."""
+    path = private_ext4 / "c" / "c-json.log"
+    real_compress, compressions, release = logfile._compress_file, [], threading.Event()
+
+    def compress(name: str, mode: int) -> None:
+        compressions.append(name)
+        if len(compressions) == 3:
+            release.wait(10)  # the third rotated file stays plain at `.1` while the follower walks
+        real_compress(name, mode)
+
+    monkeypatch.setattr(logfile, "_compress_file", compress)
+    w = LogFile(str(path), 500, 9, True)
+    w.write_lines(lines(0, 7))  # file A
+    f = Follower(str(path))
+    got = list(f.history(tail=-1))
+    w.write_lines(lines(7, 14))  # A -> .1 -> .1.gz; file B is the current one
+    wait_for("A compressed", lambda: not path.with_name("c-json.log.1").exists(), timeout=10)
+    real_enter = Follower._enter_current
+
+    def two_rotations_before_entering(self: Follower) -> list[bytes]:
+        # The follower has just left A, closing its last descriptor.
+        monkeypatch.setattr(Follower, "_enter_current", real_enter)
+        w.write_lines(lines(14, 21))  # B -> .1 -> .1.gz, then .2.gz; file C is created: A's inode number, if free
+        w.write_lines(lines(21, 28))  # C -> .1 (held plain); file D is the current one
+        return real_enter(self)
+
+    monkeypatch.setattr(Follower, "_enter_current", two_rotations_before_entering)
+    try:
+        got += f.poll()
+    finally:
+        release.set()
+    got += f.poll()
+    assert [e[0] for e in got] == [e[0] for e in entries(0, 28)]
+    f.close()
+    w.close()
+
+
+def test_follow_when_the_clock_stepped_back(log_path: Path):
+    """Issue 15: a file written after the clock stepped back, compressed by the time the follower looks, has a
+    last entry older than the left file's: it was taken for the left file or an older one, and never read."""
+    back = 1000 * MS
+    stepped_back = encode_entries(
+        [("stdout", t(i) - back, b"line %d" % i, False, False, "", 0) for i in range(7, 14)], None)
+    w = LogFile(str(log_path), 500, 9, True)
+    w.write_lines(lines(0, 7))  # file A
+    f = Follower(str(log_path))
+    got = list(f.history(tail=-1))
+    w.write_lines(stepped_back)  # A -> .1.gz; file B, 1 s back in time
+    w.write_lines(lines(14, 21))  # B -> .1.gz, A -> .2.gz; the current file C
+    w.close()  # both compressions done
+    got += f.poll()
+    assert [e[0] for e in got] == [e[0] for e in entries(0, 21)]
+    f.close()
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_follow_closes_the_left_file(log_path: Path):
+    """The file left at a rotation stays open until the next one is entered; close() closes it meanwhile too."""
+    w = LogFile(str(log_path), None, 2, False)
+    w.write_lines(lines(0, 3))
+    before = open_fds()
+    f = Follower(str(log_path))
+    os.rename(log_path, log_path.with_name("c-json.log.1"))  # a rotation caught before the new file exists
+    assert list(f.history(tail=-1)) + f.poll() == entries(0, 3)
+    f.close()
+    assert open_fds() == before
+    w.close()
 
 
 def test_follow_max_file_1(log_path: Path):
