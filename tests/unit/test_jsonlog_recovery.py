@@ -295,8 +295,8 @@ def test_resuming_at_a_segment_start_inside_a_frame_is_not_a_garbled_frame(tmp_p
 
     monkeypatch.setattr(jsonlog, "SAVE_INTERVAL", 1e9)
     journal = Journal(str(tmp_path / "journal"), segment_bytes=16 << 10)
-    a = JsonLogWriter(journal, CursorStore(str(tmp_path / "cursors")), str(tmp_path / "logs" / "c-json.log"),
-                      None, 1, False, None, ContainerStats("c"))
+    JsonLogWriter(journal, CursorStore(str(tmp_path / "cursors")), str(tmp_path / "logs" / "c-json.log"),
+                  None, 1, False, None, ContainerStats("c"))  # saves its cursor at 0
     journal.write(frames(0, 3000))  # segment starts fall inside frames
     journal.release(journal.end)  # the segments json.log's saved position (0) pointed into are gone
     assert journal.start > 0

@@ -5,8 +5,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driver.options import BY_NAME, OPTIONS, OptionError, parse_options, parse_value
+from driver.options import OptionError, option_table, parse_options, parse_value
 from tests.unit import go_reference as go
+
+_BY_NAME = {o.name: o for o in option_table()}
 
 
 @pytest.mark.parametrize(("key", "value"), [
@@ -62,7 +64,7 @@ def test_what_go_accepts_is_accepted_with_go_s_value(key, value, parsed):
 # ---- the property: whatever the string, Go's value or an OptionError naming the option ---------------------
 def _go_value(name: str, text: str):
     """What Docker's driver makes of the value, or None where it fails (with the bounds its drivers check)."""
-    kind = BY_NAME[name].kind.form
+    kind = _BY_NAME[name].kind.form
     if name in ("max-size", "cache-max-size", "journal-max-size", "forward-merge-max-size"):
         n = go.go_units_size(text, 1000)
         return n if n is not None and n > 0 else None
@@ -86,7 +88,7 @@ def _go_value(name: str, text: str):
     raise AssertionError(name)
 
 
-STRICT = [o.name for o in OPTIONS if o.name not in ("journal-max-size",) and any(
+STRICT = [o.name for o in option_table() if o.name not in ("journal-max-size",) and any(
     word in o.kind.form for word in ("size like", "whole number", "true or false", "duration"))]
 # Forms Docker's own drivers accept that logbridge rejects on purpose: a negative duration (a wait or timeout
 # below zero), and fluentd-max-retries past 32 bits (dockerd 20.10 parses 64, later ones 32).
@@ -121,7 +123,7 @@ def test_any_string_parses_to_go_s_value_or_fails_naming_the_option(texts):
 
 
 def _check(name: str, text: str) -> None:
-    option = BY_NAME[name]
+    option = _BY_NAME[name]
     blank = text == "" and option.blank_is_default
     expected = None if blank and option.default is None else _go_value(name, option.default if blank else text)
     try:

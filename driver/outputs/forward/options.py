@@ -3,8 +3,20 @@ logbridge's own ``forward-*``. Forwarding is off without ``fluentd-address``."""
 
 from __future__ import annotations
 
-from driver.options import (BOOL, DURATION, RAM_SIZE, RECONNECT, RETRY_COUNT, SECRET, SIZE, TEXT, Kind, Option,
-                            OptionError, Options)
+from driver.options import (
+    BOOL,
+    DURATION,
+    RAM_SIZE,
+    RECONNECT,
+    RETRY_COUNT,
+    SECRET,
+    SIZE,
+    TEXT,
+    Kind,
+    Option,
+    OptionError,
+    Options,
+)
 
 
 def _fluentd(name: str, kind: Kind, default: str | None, help: str) -> Option:
