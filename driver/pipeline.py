@@ -132,6 +132,9 @@ class Pipeline:
             # json.log is only behind for a moment unless its disk is full: then the cap applies to it too. What it
             # protects is its *saved* position: a kill replays from there, so the frames after it must still exist.
             protect = None if self.jsonlog.disk_full else self.jsonlog.saved_pos
+            if protect is not None and protect < self.jsonlog.written_pos:
+                await self._loop.run_in_executor(self._executor, self.jsonlog.save_between_batches)
+                protect = self.jsonlog.saved_pos
             lost = await self._loop.run_in_executor(self._executor, self.journal.enforce_cap, protect)
             for name, frames, nbytes in lost:
                 if name == self.jsonlog.name:

@@ -305,6 +305,13 @@ class JsonLogWriter:
     def flush(self) -> None:
         self._save(self.cursor.pos, skip=0, stats=self.stats.to_json())
 
+    def save_between_batches(self) -> None:
+        """Save what is written now (worker thread): the journal cap protects the saved position, so a burst that
+        outruns the save interval must not keep the cap from giving up what json.log has already written."""
+        with self._busy:
+            if not self._closed and self.cursor.pos != self._saved_pos:
+                self.flush()
+
     def _save(self, pos: int, skip: int, stats: dict) -> None:
         extra = {"inode": self.logfile.inode(), "size": self.logfile.size, "skip": skip, "stats": stats}
         try:
