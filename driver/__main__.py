@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 from driver.settings import Settings
 
@@ -25,6 +26,10 @@ def listen(path: str) -> socket.socket:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["status"]:  # the status view, not the plugin (stdlib only: runs from a checkout)
+        from driver.status import main as status_main
+
+        sys.exit(status_main(sys.argv[2:]))
     settings = Settings.from_env()
     listener = listen(settings.socket)
     from driver.server import run  # the heavy imports, after the socket accepts connections
