@@ -82,7 +82,7 @@ make --no-print-directory venv
 .venv/bin/python -m driver.receiver --listen tcp://127.0.0.1:0 --output "$WORK/records.jsonl" \
   2>"$WORK/receiver.err" &
 RECEIVER_PID=$!
-until_ok 100 grep -q "listening on" "$WORK/receiver.err"
+until_ok 100 grep -qs "listening on" "$WORK/receiver.err"
 RECEIVER="$(grep -o 'listening on [^ ]*' "$WORK/receiver.err" | cut -d' ' -f3)"
 echo "receiver pid $RECEIVER_PID listening on $RECEIVER (records go to $WORK/records.jsonl)"
 
