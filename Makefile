@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv proto test unit e2e lint demo bench plugin install clean
+.PHONY: help deps venv proto test unit e2e lint demo status bench plugin install clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -83,6 +83,9 @@ uninstall: ## disable and remove the plugin (FORCE=1 even while containers use i
 	if [ "$$($(DOCKER) plugin inspect -f '{{.Enabled}}' $(PLUGIN_NAME))" = true ]; then \
 		$(DOCKER) plugin disable $(if $(FORCE),-f) $(PLUGIN_NAME) || exit 1; fi; \
 	$(DOCKER) plugin rm $(PLUGIN_NAME)
+
+status: ## live figures per container from the running plugin (or its state files): PLUGIN_STATE_DIR=... (host python3)
+	python3 -m driver status --state-dir $(PLUGIN_STATE_DIR)
 
 demo: ## on a fresh Debian 12 as root: deps, a dockerd, the plugin, a container that logs, its json.log and docker logs
 	bash plugin/demo.sh

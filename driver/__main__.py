@@ -69,6 +69,10 @@ def _fail(message: str, exc_info: bool = False) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["status"]:  # the status view, not the plugin (stdlib only: runs from a checkout)
+        from driver.status import main as status_main
+
+        sys.exit(status_main(sys.argv[2:]))
     logsetup.setup(os.environ.get("LOG_LEVEL") or "info")
     try:
         settings = Settings.from_env()

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from driver import __version__, outputs
+from driver.procmem import pss_bytes
 from driver.stats import DROP_REASONS, STREAMS, ContainerStats
 
 STARTED = time.time()
@@ -39,6 +40,10 @@ class LogbridgeCollector:
         yield GaugeMetricFamily(
             "logbridge_containers_active", "containers with a pipeline (running or backlog)", value=len(live)
         )
+        pss = pss_bytes()
+        if pss is not None:
+            yield GaugeMetricFamily("logbridge_process_pss_bytes", "the plugin's memory (proportional set size)",
+                                    value=pss)
 
         received = CounterMetricFamily(
             "logbridge_lines_received", "log lines read from dockerd", labels=["stream"]
@@ -70,6 +75,8 @@ class LogbridgeCollector:
 
         jbytes = GaugeMetricFamily("logbridge_journal_bytes", "bytes held in the container's journal",
                                    labels=["container_id"])
+        jmax = GaugeMetricFamily("logbridge_journal_max_bytes", "the container's journal cap (journal-max-size)",
+                                 labels=["container_id"])
         jsegs = GaugeMetricFamily("logbridge_journal_segments", "segment files of the container's journal",
                                   labels=["container_id"])
         backlog = GaugeMetricFamily("logbridge_backlog_bytes",
@@ -84,6 +91,7 @@ class LogbridgeCollector:
         for p in live:
             cid = p.container_id[:12]
             jbytes.add_metric([cid], p.journal.size())
+            jmax.add_metric([cid], p.journal.max_bytes)
             jsegs.add_metric([cid], p.journal.segment_count())
             for c in p.consumers:
                 backlog.add_metric([cid, c.name], max(0, p.journal.end - c.done_pos))
@@ -91,7 +99,7 @@ class LogbridgeCollector:
             cwritten.add_metric([cid], p.stats.lines_written)
             for reason in DROP_REASONS:
                 cdropped.add_metric([cid, reason], p.stats.lines_dropped(reason))
-        yield from (jbytes, jsegs, backlog, lag, cwritten, cdropped)
+        yield from (jbytes, jmax, jsegs, backlog, lag, cwritten, cdropped)
         refused = CounterMetricFamily("logbridge_state_save_failures",
                                       "writes of a plugin state file the disk refused (each is retried)",
                                       labels=["file"])

@@ -25,6 +25,7 @@ from driver.profiles import Profiles
 from driver.retention import Retention, RetentionPolicy
 from driver.settings import Settings
 from driver.sinks.jsonlog import NAME as JSONLOG
+from driver.statedir import container_dir, journal_end, read_cursor
 from driver.statefiles import StateFiles
 from driver.stats import ContainerStats
 
@@ -164,25 +165,9 @@ class Registry:
     def _has_backlog(self, cid: str, consumers: list[str]) -> bool:
         """True if any consumer's saved cursor is behind the journal's end (a sink still waiting for its
         aggregator, not only json.log)."""
-        base = os.path.join(self.settings.state_dir, "containers", cid)
-        journal_dir = os.path.join(base, "journal")
-        try:
-            segments = sorted(os.listdir(journal_dir))
-        except FileNotFoundError:
-            return False
-        if not segments:
-            return False
-        last = segments[-1]
-        end = int(last.split(".")[0]) + os.path.getsize(os.path.join(journal_dir, last))
-        for name in consumers:
-            try:
-                with open(os.path.join(base, "cursors", f"{name}.json"), encoding="utf-8") as f:
-                    pos = int(json.load(f).get("pos", 0))
-            except (FileNotFoundError, ValueError):
-                pos = 0
-            if pos < end:
-                return True
-        return False
+        cdir = container_dir(self.settings.state_dir, cid)
+        end = journal_end(cdir)
+        return end is not None and any(read_cursor(cdir, name).pos < end for name in consumers)
 
     async def sweep_forever(self, interval: float) -> None:
         """Apply the retention rules every ``interval`` seconds (in a worker thread: it stats many files)."""

@@ -12,7 +12,7 @@ import socket
 from aiohttp import web
 from google.protobuf.internal import api_implementation
 
-from driver import __version__, frames, logsetup, outputs
+from driver import __version__, frames, logsetup, outputs, status
 from driver.api import make_app
 from driver.metrics import make_metrics_app
 from driver.registry import Registry
@@ -37,6 +37,7 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
     await runner.setup()
     await web.SockSite(runner, listener).start()
     metrics_runner = await _serve_metrics(settings, registry)
+    status_runner = await status.serve(settings, registry)
     log.info("logbridge serving", extra={"version": __version__, "socket": settings.socket,
                                           "log_root": settings.log_root, "state_dir": settings.state_dir,
                                           "protobuf": api_implementation.Type(), "speedups": frames.SPEEDUPS,
@@ -56,6 +57,7 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
     await runner.cleanup()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
+    await status.stop_serving(status_runner, settings)
     await registry.shutdown()
     log.info("stopped")
 

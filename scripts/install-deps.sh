@@ -12,6 +12,9 @@
 #   openssl          the forward tests make TLS certificates with the CLI
 #   make, curl, ca-certificates
 #   gcc, libc6-dev, python3-dev  compile driver/_speedups.c (the venv's and the plugin wheel's C extension)
+#   prometheus       a real Prometheus scrapes the plugin in the e2e tests; promtool checks the exposition and
+#                    runs the alert rules' tests (no service is started: the tests run their own)
+#   docker-compose   Compose v1 (1.29.2): the e2e test of `docker-compose logs` through logbridge
 #
 # On a systemd host, installing docker.io also starts docker.service; the tests still use their own
 # private daemon beside it.
@@ -19,6 +22,7 @@ set -euo pipefail
 
 PACKAGES=(docker.io busybox-static mmdebstrap python3-venv tzdata openssl make curl ca-certificates)
 PACKAGES+=(gcc libc6-dev python3-dev)
+PACKAGES+=(prometheus docker-compose)
 PACKAGES+=(docker-registry) # a local registry for make push / make upgrade and their e2e test (tests/support/registry.py)
 
 # one dpkg-query for all; it prints nothing for a package it has never heard of

@@ -45,6 +45,7 @@ class ForwardStats:
     retried: int = 0  # records sent again after a failure
     failures: int = 0  # failed delivery attempts
     connected: bool = False
+    last_error: str = ""  # why the last failed attempt failed (the status view shows it)
 
 
 @dataclass
@@ -158,6 +159,7 @@ class ForwardSink:
     def _failed(self, taken: list[_Batch], exc: ForwardError) -> None:
         """Forget the batches taken since the last ack and read them again later from the journal."""
         self.stats.failures += 1
+        self.stats.last_error = str(exc)
         self.stats.retried += taken[0].records
         self.stats.connected = False
         self._pending = None
