@@ -1,0 +1,217 @@
+"""The Loki sink: one container's journal → entries for its (url, tenant) batcher, at least once.
+
+As the forward sink: it reads the journal through its own cursor, so a Loki that is down or slow only grows this
+sink's backlog on disk. A batch of journal bytes becomes one part of a push (one stream per source, entries in
+timestamp order); the saved cursor moves when that push got a 2xx, or a 400 (Loki stored the valid part and will
+never take the rest: counted as ``loki_rejected``, never resent). A kill repeats at most one batch, with the very
+same labels, timestamps and lines, so Loki drops what it still can recognise as duplicates.
+
+Before a batch goes: 16 KiB chunks are joined into one entry up to ``loki-max-line-size``, and entries Loki
+would refuse (too old, too far ahead, too long) are dropped and counted by reason. A container that
+``loki-relabel-config`` drops is read and counted as ``filtered``, never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from driver.frames import FrameDecoder
+from driver.journal import Cursor, CursorStore, Journal
+from driver.outputs.loki import codec
+from driver.outputs.loki.batcher import Batcher, LokiStats, Part
+from driver.outputs.loki.client import Outcome
+from driver.outputs.loki.labels import with_source
+from driver.outputs.loki.limits import Limits, split_entries
+from driver.partials import merge_partials
+from driver.sinks.base import read_frames
+
+log = logging.getLogger(__name__)
+
+NAME = "loki"
+BATCH_BYTES = 256 << 10  # journal bytes per batch: ~4k short lines
+PROBE_BYTES = 16 << 10  # while Loki is away: one small batch per container in memory (as forward's probes)
+FILTERED = "filtered"
+REJECTED = "loki_rejected"
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass
+class _Batch:
+    start: int
+    end: int
+    part: Part | None  # None: nothing to send (all dropped or filtered)
+    lines: int  # entries as received
+    dropped: dict[str, int]
+
+
+class LokiSink:
+    name = NAME
+
+    def __init__(self, journal: Journal, store: CursorStore, batcher: Batcher, labels: dict[str, str] | None, *,
+                 container_id: str, limits: Limits = DEFAULT_LIMITS, structured_metadata: bool = False,
+                 now_ns=None) -> None:
+        self.journal = journal
+        self.store = store
+        self.batcher = batcher
+        self.container_id = container_id
+        self.limits = limits
+        self.filtered = labels is None
+        self._streams = {src: codec.format_labels(with_source(labels, src)) for src in ("stdout", "stderr")} \
+            if labels is not None else {}
+        self._base_labels = labels or {}
+        self._metadata = codec.metadata_bytes({"container_id": container_id}) if structured_metadata else None
+        self._now_ns = now_ns or time.time_ns  # injectable: the age checks are about the wall clock
+        self.decoder = FrameDecoder()
+        self.cursor: Cursor = store.load(NAME)
+        if self.cursor.pos < journal.start:
+            self.cursor.pos = journal.start
+        extra = self.cursor.extra
+        self.stats = LokiStats(acked=int(extra.get("acked", 0)), dropped=Counter(extra.get("dropped", {})))
+        self._sealed = False
+        self._saved_pos = self.cursor.pos
+        self._pending: _Batch | None = None
+        self._limit = BATCH_BYTES
+        journal.cursors[NAME] = self.cursor
+
+    # ---- consumer contract ---------------------------------------------------------------------------------
+    @property
+    def sealed(self) -> bool:
+        return self._sealed
+
+    @sealed.setter
+    def sealed(self, value: bool) -> None:
+        self._sealed = value
+        if value:
+            self.batcher.hurry(self.stats)  # its last lines go without waiting for batch-wait
+
+    @property
+    def saved_pos(self) -> int:
+        return self._saved_pos
+
+    @property
+    def done_pos(self) -> int:
+        return self._saved_pos
+
+    def caught_up(self) -> bool:
+        return self._pending is None and self.cursor.pos >= self.journal.end
+
+    async def step(self, loop: asyncio.AbstractEventLoop, executor) -> bool:
+        """Deliver one batch; False when there is nothing to send. The next batch is prepared in a worker thread
+        while this one waits for its push (not while Loki is away: then batches are small and one at a time)."""
+        probing = not self.batcher.up
+        if self._pending is None:
+            self._pending = await loop.run_in_executor(executor, self._prepare,
+                                                       min(self._limit, PROBE_BYTES) if probing else self._limit)
+            if self._pending is None:
+                return False
+        batch = self._pending
+        following = None
+        if not probing and batch.part is not None:
+            following = loop.run_in_executor(executor, self._prepare, self._limit)
+        try:
+            result = await self.batcher.send(batch.part) if batch.part is not None else None
+        except BaseException:
+            if following is not None:
+                following.add_done_callback(lambda f: f.exception())  # closing: the saved cursor re-reads it
+            raise
+        if result is not None and result.outcome is Outcome.SPLIT and batch.end - batch.start > PROBE_BYTES:
+            # Too large for Loki: read it again in smaller batches.
+            if following is not None:
+                await asyncio.wait([following])
+            self._limit = max(PROBE_BYTES, (batch.end - batch.start) // 2)
+            self._pending = None
+            self.journal.rewind(self.cursor, self._saved_pos)
+            return True
+        self._count(batch, result)
+        self._saved_pos = batch.end
+        self._pending = None
+        if not self._save(batch.end, in_place_only=True):
+            await loop.run_in_executor(executor, self._save, batch.end)
+        self._pending = await following if following is not None else None
+        return True
+
+    def _count(self, batch: _Batch, result) -> None:
+        for reason, n in batch.dropped.items():
+            self.stats.dropped[reason] += n
+        if result is None:
+            return
+        if result.outcome is Outcome.STORED:
+            self.stats.acked += batch.part.entries
+        else:  # a final 400, or a smallest batch still too large
+            self.stats.dropped[REJECTED] += batch.part.entries
+
+    def _prepare(self, limit: int) -> _Batch | None:
+        """Read, check and encode the next batch of at most ``limit`` journal bytes (worker thread)."""
+        while True:
+            start = self.cursor.pos
+            got = read_frames(self.journal, self.decoder, start, limit, self.sealed)
+            if got is None:
+                if start < self.journal.start:  # its segment was deleted under us: the cap counted it
+                    self.journal.skip_lost(self.cursor)
+                    continue
+                return None
+            entries, used = got
+            if used == 0:
+                return None
+            if self.journal.take(self.cursor, start, used):
+                break
+        lines = len(entries)
+        if self.filtered:
+            return _Batch(start, start + used, None, lines, {FILTERED: lines} if lines else {})
+        entries = merge_partials(entries, self.limits.max_line_size or 1 << 62)
+        entries, dropped = split_entries(self.limits, self._now_ns(), entries)
+        part = self._part(entries, more=start + used < self.journal.end) if entries else None
+        return _Batch(start, start + used, part, lines, dropped)
+
+    def _part(self, entries: list[tuple], more: bool) -> Part:
+        """``more``: the journal holds more already, so the part should not wait for batch-wait."""
+        streams = []
+        size = 0
+        for source, labels in self._streams.items():
+            mine = [e for e in entries if e[0] == source]
+            if not mine:
+                continue
+            if any(mine[i][1] > mine[i + 1][1] for i in range(len(mine) - 1)):
+                mine.sort(key=lambda e: e[1])  # Loki wants one stream's entries in time order (stable)
+            buf = bytearray()
+            md = self._metadata
+            if md is None:
+                codec.append_entries(buf, mine)
+            else:
+                for e in mine:
+                    extra = codec.metadata_bytes({"partial_id": e[5], "partial_ordinal": str(e[6]),
+                                                  "partial_last": "true" if e[4] else "false"}) if e[3] else b""
+                    codec.append_entry(buf, e[1], e[2], md + extra)
+            size += sum(len(e[2]) for e in mine) + (len(md) * len(mine) if md else 0)
+            streams.append((labels, buf))
+        other = [e for e in entries if e[0] not in self._streams]
+        if other:  # a source other than stdout/stderr: its own stream, as the driver labels it
+            for src in sorted({e[0] for e in other}):
+                mine = sorted((e for e in other if e[0] == src), key=lambda e: e[1])
+                buf = bytearray()
+                codec.append_entries(buf, mine, self._metadata or b"")
+                size += sum(len(e[2]) for e in mine)
+                streams.append((codec.format_labels(with_source(self._base_labels, src)), buf))
+        return Part(streams, len(entries), size, self.stats, urgent=self.sealed or more)
+
+    def _save(self, pos: int, in_place_only: bool = False) -> bool:
+        try:
+            return self.store.save(self.cursor, pos=pos, extra={"acked": self.stats.acked,
+                                                                  "dropped": dict(self.stats.dropped)},
+                                   in_place_only=in_place_only)
+        except OSError as exc:
+            log.warning("could not save loki cursor", extra={"error": str(exc)})
+            return True
+
+    def flush(self) -> None:
+        self._save(self._saved_pos)
+
+    def close(self) -> None:
+        self.flush()
+
+    async def aclose(self) -> None:
+        """The batcher is shared: its owner closes it when its last sink is gone."""
