@@ -14,7 +14,7 @@ deps: ## install the Debian packages the tests and the demo need (root)
 	bash scripts/install-deps.sh
 
 # setup.py builds driver/_speedups.c and driver/forward/_entries.c: an editable install compiles them in place
-$(STAMP): pyproject.toml setup.py driver/_speedups.c driver/forward/_entries.c
+$(STAMP): pyproject.toml setup.py driver/_speedups.c driver/forward/_entries.c driver/outputs/loki/_encode.c
 	python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)

@@ -1,4 +1,5 @@
-"""Builds the optional C speedups (driver/_speedups.c, driver/forward/_entries.c); everything else is declared in
+"""Builds the optional C speedups (driver/_speedups.c, driver/forward/_entries.c,
+driver/outputs/loki/_encode.c); everything else is declared in
 pyproject.toml.
 
 ``optional=True``: without a compiler or Python headers the install goes on without the extension and the
@@ -19,6 +20,13 @@ setup(
         Extension(
             "driver.forward._entries",
             ["driver/forward/_entries.c"],
+            py_limited_api=True,
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
+            "driver.outputs.loki._encode",
+            ["driver/outputs/loki/_encode.c"],
             py_limited_api=True,
             optional=True,
             extra_compile_args=["-O2"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from driver.outputs.loki.limits import LINE_TOO_LONG, NS, TOO_NEW, TOO_OLD, Limits, entry_reason, split_entries
+from driver.outputs.loki.limits import LINE_TOO_LONG, NS, TOO_NEW, TOO_OLD, Limits, bounds, entry_reason
 
 NOW = 1_800_000_000 * NS
 DAY = 24 * 3600 * NS
@@ -27,14 +27,13 @@ def test_settable_and_off():
     assert entry_reason(Limits(max_line_size=5), NOW, NOW, 6) == LINE_TOO_LONG
 
 
-def test_split_counts_each_reason_and_keeps_order():
+def test_bounds_make_the_encoder_drop_what_entry_reason_names():
+    from driver.outputs.loki import codec
+
     entries = [e(NOW), e(NOW - 8 * DAY), e(NOW + 1), e(NOW + DAY), e(NOW, 300_000), e(NOW - 9 * DAY)]
-    kept, dropped = split_entries(Limits(), NOW, entries)
-    assert kept == [entries[0], entries[2]]
-    assert dropped == {TOO_OLD: 2, TOO_NEW: 1, LINE_TOO_LONG: 1}
-
-
-def test_split_passes_a_clean_batch_as_is():
-    entries = [e(NOW - i) for i in range(100)]
-    kept, dropped = split_entries(Limits(), NOW, entries)
-    assert kept is entries and dropped == {}
+    encoded, sent, size, too_old, too_new, too_long, in_order = codec.encode_stream(
+        entries, "stdout", b"", *bounds(Limits(), NOW))
+    assert (sent, too_old, too_new, too_long) == (2, 2, 1, 1)
+    reasons = [entry_reason(Limits(), NOW, x[1], len(x[2])) for x in entries]
+    assert reasons == [None, TOO_OLD, None, TOO_NEW, LINE_TOO_LONG, TOO_OLD]
+    assert bounds(Limits(max_line_size=0, max_age_ns=0), NOW)[0::2] == (-1, (1 << 63) - 1)

@@ -15,7 +15,7 @@ from driver.journal import CursorStore, Journal
 from driver.outputs.loki import codec
 from driver.outputs.loki.batcher import Batcher
 from driver.outputs.loki.client import Backoff, LokiClient
-from driver.outputs.loki.limits import NS, Limits
+from driver.outputs.loki.limits import NS
 from driver.outputs.loki.sink import BATCH_BYTES, LokiSink
 from tests.support.loki import Fault, LokiReceiver, loki_receiver
 from tests.unit.test_loki_client import settings
@@ -31,11 +31,14 @@ def run(coro, timeout=60):
 class Waits:
     """Records the batcher's backoff waits instead of spending them (a retry follows at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gated: bool = False) -> None:
         self.waits: list[float] = []
+        self.gate = asyncio.Event() if gated else None  # closed: a wait lasts until the test opens it
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+        if self.gate is not None:
+            await self.gate.wait()
         await asyncio.sleep(0)
 
 
@@ -111,15 +114,16 @@ def test_one_push_carries_many_containers_streams(tmp_path):
             cs = [Container(tmp_path, f"c{i}", b) for i in range(3)]
             for c in cs:
                 c.write([b"line %d" % i for i in range(5)])
-            for c in cs:  # they stop together: their parts go at once, not after batch-wait
-                c.sink.sealed = True
-            await drain(*cs)
+            task = asyncio.ensure_future(drain(*cs))
+            await rx_wait(lambda: len(b._queue) == 3)
+            cs[0].sink.sealed = True  # one container stops: the push goes now, with what the others had
+            await task
             await b.close()
             return rx
 
     rx = run(main())
-    assert rx.count() == 15
-    assert rx.pushes <= 2  # the parts queued together travel together
+    assert rx.count() == 15 and len(rx.streams()) == 3
+    assert rx.pushes == 1
 
 
 def test_a_stopped_container_does_not_wait_for_batch_wait(tmp_path):
@@ -254,9 +258,8 @@ def test_backoff_doubles_from_min_up_to_max():
 
 @pytest.mark.parametrize("status", [401, 403, 404])
 def test_auth_and_url_errors_mark_the_output_down_and_keep_the_backlog(tmp_path, status):
-    waits = Waits()
-
     async def main():
+        waits = Waits(gated=True)
         async with loki_receiver() as rx:
             rx.faults.append(Fault(status, times=2))
             b = batcher_for(rx.url, waits=waits, **{"loki-max-backoff": "2m"})
@@ -264,13 +267,15 @@ def test_auth_and_url_errors_mark_the_output_down_and_keep_the_backlog(tmp_path,
             c.write([b"kept"])
             c.sink.sealed = True
             task = asyncio.ensure_future(drain(c))
-            await rx_wait(lambda: len(rx.statuses) >= 1)
+            await rx_wait(lambda: len(waits.waits) == 1)  # the batcher waits after the first refusal
             assert not b.up and c.sink.saved_pos == 0 and not c.sink.caught_up()  # the backlog is kept
+            assert c.sink.stats.statuses[status] == 1 and not c.sink.stats.up
+            waits.gate.set()
             await task
             await b.close()
-            return rx
+            return rx, waits
 
-    rx = run(main())
+    rx, waits = run(main())
     assert waits.waits == [120.0, 120.0]  # retried at loki-max-backoff
     assert rx.lines() == [b"kept"]
 
@@ -401,23 +406,28 @@ def test_a_resend_after_a_kill_is_dropped_by_lokis_duplicate_rule(tmp_path):
 
 
 def test_structured_metadata_is_opt_in(tmp_path):
-    chunks = [("stdout", NOW, b"x" * 10, True, False, "p9", 1)]
+    # A chunk whose sequence does not end in the batch is sent as it is, with its partial ids.
+    chunk = [("stdout", NOW + 1, b"first half", True, False, "p9", 1)]
 
     async def main():
         async with loki_receiver() as rx:
             b = batcher_for(rx.url)
-            c = Container(tmp_path, "app", b, structured_metadata=True, limits=Limits(max_line_size=5))
-            c.write([b"plain"])
-            c.write([b"x"], partial=chunks)  # a chunk that is not joined (over the limit) keeps its ids
-            c.sink.sealed = True
-            await drain(c)
+            plain = Container(tmp_path, "plain", b)
+            c = Container(tmp_path, "app", b, structured_metadata=True)
+            for x in (plain, c):
+                x.write([b"whole"])
+                x.write([b""], partial=chunk)
+                x.sink.sealed = True
+            await drain(plain, c)
             await b.close()
-            return rx, c
+            return rx
 
-    rx, c = run(main())
-    entries = next(iter(rx.streams().values())).entries
-    assert entries[0][2] == (("container_id", "c" * 64),)
-    assert c.sink.stats.dropped["line_too_long"] == 1
+    rx = run(main())
+    by_name = {dict(k)["container_name"]: s.entries for k, s in rx.streams().items()}
+    assert [md for _, _, md in by_name["plain"]] == [(), ()]  # the driver sends none: neither by default
+    assert by_name["app"][0][2] == (("container_id", "c" * 64),)
+    assert by_name["app"][1][2] == (("container_id", "c" * 64), ("partial_id", "p9"), ("partial_ordinal", "1"),
+                                    ("partial_last", "false"))
 
 
 def test_counts_survive_a_restart(tmp_path):

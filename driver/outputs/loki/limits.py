@@ -45,21 +45,10 @@ def entry_reason(limits: Limits, now_ns: int, time_nano: int, line_len: int) -> 
     return None
 
 
-def split_entries(limits: Limits, now_ns: int, entries: list[tuple]) -> tuple[list[tuple], dict[str, int]]:
-    """The entries Loki takes, and the count dropped per reason (decoded entry tuples in and out)."""
+def bounds(limits: Limits, now_ns: int) -> tuple[int, int, int]:
+    """``(oldest, newest, longest)`` for codec.encode_stream: the same rules as entry_reason, as three numbers."""
     oldest = now_ns - limits.max_age_ns if limits.max_age_ns else -1
-    newest = now_ns + limits.creation_grace_ns
-    longest = limits.max_line_size or 1 << 62
-    if all(oldest <= e[1] <= newest and len(e[2]) <= longest for e in entries):
-        return entries, {}  # the usual case: one pass, nothing copied
-    kept, dropped = [], {}
-    for e in entries:
-        reason = entry_reason(limits, now_ns, e[1], len(e[2]))
-        if reason is None:
-            kept.append(e)
-        else:
-            dropped[reason] = dropped.get(reason, 0) + 1
-    return kept, dropped
+    return oldest, now_ns + limits.creation_grace_ns, limits.max_line_size or (1 << 63) - 1
 
 
 def labels_problem(limits: Limits, labels: Mapping[str, str]) -> str | None:

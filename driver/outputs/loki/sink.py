@@ -25,7 +25,7 @@ from driver.outputs.loki import codec
 from driver.outputs.loki.batcher import Batcher, LokiStats, Part
 from driver.outputs.loki.client import Outcome
 from driver.outputs.loki.labels import with_source
-from driver.outputs.loki.limits import Limits, split_entries
+from driver.outputs.loki.limits import LINE_TOO_LONG, TOO_NEW, TOO_OLD, Limits, bounds, entry_reason
 from driver.partials import merge_partials
 from driver.sinks.base import read_frames
 
@@ -163,40 +163,60 @@ class LokiSink:
         if self.filtered:
             return _Batch(start, start + used, None, lines, {FILTERED: lines} if lines else {})
         entries = merge_partials(entries, self.limits.max_line_size or 1 << 62)
-        entries, dropped = split_entries(self.limits, self._now_ns(), entries)
-        part = self._part(entries, more=start + used < self.journal.end) if entries else None
+        dropped: dict[str, int] = {}
+        part = self._part(entries, dropped, more=start + used < self.journal.end) if entries else None
         return _Batch(start, start + used, part, lines, dropped)
 
-    def _part(self, entries: list[tuple], more: bool) -> Part:
-        """``more``: the journal holds more already, so the part should not wait for batch-wait."""
-        streams = []
-        size = 0
-        for source, labels in self._streams.items():
-            mine = [e for e in entries if e[0] == source]
-            if not mine:
-                continue
-            if any(mine[i][1] > mine[i + 1][1] for i in range(len(mine) - 1)):
-                mine.sort(key=lambda e: e[1])  # Loki wants one stream's entries in time order (stable)
-            buf = bytearray()
-            md = self._metadata
-            if md is None:
-                codec.append_entries(buf, mine)
+    def _part(self, entries: list[tuple], dropped: dict[str, int], more: bool) -> Part | None:
+        """One stream per source, entries Loki would refuse left out and counted in ``dropped``. ``more``: the
+        journal holds more already, so the part should not wait for batch-wait."""
+        oldest, newest, longest = bounds(self.limits, self._now_ns())
+        with_partials = self._metadata is not None and any(e[3] for e in entries)
+        streams, sent, size = [], 0, 0
+        for source in sorted({e[0] for e in entries}):
+            if with_partials:
+                got = self._encode_with_partial_ids(entries, source, oldest, newest, longest)
             else:
-                for e in mine:
-                    extra = codec.metadata_bytes({"partial_id": e[5], "partial_ordinal": str(e[6]),
-                                                  "partial_last": "true" if e[4] else "false"}) if e[3] else b""
-                    codec.append_entry(buf, e[1], e[2], md + extra)
-            size += sum(len(e[2]) for e in mine) + (len(md) * len(mine) if md else 0)
-            streams.append((labels, buf))
-        other = [e for e in entries if e[0] not in self._streams]
-        if other:  # a source other than stdout/stderr: its own stream, as the driver labels it
-            for src in sorted({e[0] for e in other}):
-                mine = sorted((e for e in other if e[0] == src), key=lambda e: e[1])
-                buf = bytearray()
-                codec.append_entries(buf, mine, self._metadata or b"")
-                size += sum(len(e[2]) for e in mine)
-                streams.append((codec.format_labels(with_source(self._base_labels, src)), buf))
-        return Part(streams, len(entries), size, self.stats, urgent=self.sealed or more)
+                got = codec.encode_stream(entries, source, self._metadata or b"", oldest, newest, longest)
+                if not got[6]:  # a timestamp went back: Loki wants one stream's entries in time order
+                    ordered = sorted((e for e in entries if e[0] == source), key=lambda e: e[1])
+                    got = codec.encode_stream(ordered, source, self._metadata or b"", oldest, newest, longest)
+            encoded, n, nbytes, too_old, too_new, too_long = got[:6]
+            for reason, count in ((TOO_OLD, too_old), (TOO_NEW, too_new), (LINE_TOO_LONG, too_long)):
+                if count:
+                    dropped[reason] = dropped.get(reason, 0) + count
+            if n:
+                streams.append((self._labels_of(source), encoded))
+                sent += n
+                size += nbytes
+        if not sent:
+            return None
+        return Part(streams, sent, size, self.stats, urgent=self.sealed or more)
+
+    def _encode_with_partial_ids(self, entries, source, oldest, newest, longest) -> tuple:
+        """With structured metadata on, chunks that were not joined carry their partial ids (Python: opt-in)."""
+        out = bytearray()
+        sent = size = 0
+        counts = {TOO_OLD: 0, TOO_NEW: 0, LINE_TOO_LONG: 0}
+        for e in sorted((e for e in entries if e[0] == source), key=lambda e: e[1]):
+            reason = entry_reason(self.limits, self._now_ns(), e[1], len(e[2]))
+            if reason:
+                counts[reason] += 1
+                continue
+            md = self._metadata
+            if e[3]:
+                md += codec.metadata_bytes({"partial_id": e[5], "partial_ordinal": str(e[6]),
+                                            "partial_last": "true" if e[4] else "false"})
+            codec.append_entry(out, e[1], e[2], md)
+            sent += 1
+            size += len(e[2]) + len(md)
+        return bytes(out), sent, size, counts[TOO_OLD], counts[TOO_NEW], counts[LINE_TOO_LONG]
+
+    def _labels_of(self, source: str) -> str:
+        labels = self._streams.get(source)
+        if labels is None:  # a source other than stdout/stderr: its own stream, labelled as the driver does
+            labels = self._streams[source] = codec.format_labels(with_source(self._base_labels, source))
+        return labels
 
     def _save(self, pos: int, in_place_only: bool = False) -> bool:
         try:
