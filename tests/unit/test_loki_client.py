@@ -110,3 +110,20 @@ def test_connection_refused_is_a_retry():
 
     result = asyncio.run(main())
     assert result.outcome is Outcome.RETRY and result.status == 0
+
+
+def test_rows_are_new_names_and_their_defaults_parse():
+    import driver.options as options
+
+    assert not {o.name for o in OPTION_ROWS} & set(options.BY_NAME)
+    for o in OPTION_ROWS:
+        if o.default is not None:
+            o.kind.parse(o.default)
+    assert all(o.group == "loki" for o in OPTION_ROWS)
+
+
+def test_output_is_turned_on_by_loki_url():
+    from driver.outputs.loki.options import enabled
+
+    assert enabled(parsed({"loki-url": "http://l/loki/api/v1/push"}))
+    assert not enabled(parsed({}))

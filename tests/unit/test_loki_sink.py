@@ -444,6 +444,28 @@ def test_counts_survive_a_restart(tmp_path):
 
     c = run(main())
     assert c.sink.stats.acked == 2 and c.sink.cursor.pos == c.journal.end
+    assert c.sink.run_counts()["acked"] == 0  # restored, not this run's
+
+
+def test_run_counts(tmp_path):
+    async def main():
+        async with loki_receiver() as rx:
+            rx.faults.append(Fault(503, times=1))
+            b = batcher_for(rx.url, waits=Waits())
+            c = Container(tmp_path, "app", b)
+            c.write([b"a", b"b"])
+            c.write([b"old"], start=NOW - 30 * 24 * 3600 * NS)
+            c.sink.sealed = True
+            await drain(c)
+            await b.close()
+            return c
+
+    c = run(main())
+    counts = c.sink.run_counts()
+    assert counts == {"acked": 2, "journal_cap": 0, "dropped_greater_than_max_sample_age": 1, "sent": 4,
+                      "retried": 2, "failures": 1}
+    c.sink.reset_run_counts()
+    assert set(c.sink.run_counts().values()) == {0}
 
 
 def test_receiver_rejects_framed_snappy_and_missing_content_type():
@@ -480,3 +502,13 @@ def test_receiver_duplicate_rule_is_lokis():
     assert rx._append(s, 3 - 1800 * NS, b"late", (), "") is None  # within the hour behind the newest
     s.highest = 10 * 3600 * NS
     assert "too_far_behind" in rx._append(s, 1, b"late", (), "")
+
+
+def test_count_only_receiver_counts_without_decoding_messages():
+    from tests.support.loki import count_entries
+
+    entries = [("stdout", NOW + i, b"l%d" % i, False, False, "", 0) for i in range(1000)]
+    streams = [codec.stream_bytes(f'{{a="{k}"}}', codec.encode_stream(entries[k::3], "stdout")[0]) for k in range(3)]
+    assert count_entries(codec.push_request(streams)) == 1000
+    with pytest.raises(ValueError):
+        count_entries(codec.push_request(streams)[:-3])

@@ -71,11 +71,28 @@ class LokiSink:
             self.cursor.pos = journal.start
         extra = self.cursor.extra
         self.stats = LokiStats(acked=int(extra.get("acked", 0)), dropped=Counter(extra.get("dropped", {})))
+        self._base = self._lifetime()  # restored counts: run_counts() are this run's
         self._sealed = False
         self._saved_pos = self.cursor.pos
         self._pending: _Batch | None = None
         self._limit = BATCH_BYTES
         journal.cursors[NAME] = self.cursor
+
+    def _lifetime(self) -> dict[str, int]:
+        return {"acked": self.stats.acked, "journal_cap": self.cursor.dropped_frames,
+                **{f"dropped_{k}": v for k, v in self.stats.dropped.items()}}
+
+    def run_counts(self) -> dict[str, int]:
+        """This run's counts, as ForwardSink.run_counts (the cursor restores lifetime ones; totals add runs up).
+        Drops are by reason: dropped_<reason>, journal_cap among them."""
+        now = self._lifetime()
+        counts = {k: v - self._base.get(k, 0) for k, v in now.items()}
+        counts.update(sent=self.stats.sent, retried=self.stats.retried, failures=self.stats.failures)
+        return counts
+
+    def reset_run_counts(self) -> None:
+        self.stats.sent = self.stats.retried = self.stats.failures = 0
+        self._base = self._lifetime()
 
     # ---- consumer contract ---------------------------------------------------------------------------------
     @property
