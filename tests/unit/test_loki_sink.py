@@ -512,3 +512,57 @@ def test_count_only_receiver_counts_without_decoding_messages():
     assert count_entries(codec.push_request(streams)) == 1000
     with pytest.raises(ValueError):
         count_entries(codec.push_request(streams)[:-3])
+
+
+def test_build_shares_one_batcher_per_url_and_tenant_and_closes_it_with_the_last_sink(tmp_path):
+    from driver.info import LogInfo
+    from driver.outputs.loki import Batchers, build
+    from driver.outputs.loki.batcher import make_batcher
+    from tests.unit.test_loki_client import parsed
+
+    def info(cid):
+        return LogInfo.from_json({"ContainerID": cid * 64, "ContainerName": f"/{cid}"})
+
+    async def main():
+        async with loki_receiver() as rx:
+            batchers = Batchers(make_batcher)
+            sinks = []
+            for cid, tenant in (("a", "t1"), ("b", "t1"), ("c", "t2")):
+                d = tmp_path / cid
+                opts = parsed({"loki-url": rx.url, "loki-tenant-id": tenant,
+                               "loki-relabel-config": "- {action: labeldrop, regex: host}"})
+                sinks.append(build(Journal(str(d / "j")), CursorStore(str(d / "c")), info(cid), opts,
+                                   log_path=f"/logs/{cid}.log", batchers=batchers, hostname="node"))
+            assert sinks[0].batcher is sinks[1].batcher is not sinks[2].batcher
+            assert sinks[0]._streams["stdout"] == '{container_name="a", filename="/logs/a.log", source="stdout"}'
+            for s in sinks:
+                s.journal.write(encode_entry(("stdout", NOW, b"hi", False, False, "", 0)))
+                s.sealed = True
+            loop = asyncio.get_running_loop()
+            with ThreadPoolExecutor(2) as ex:
+                for s in sinks:
+                    while await s.step(loop, ex):
+                        pass
+            shared = sinks[0].batcher
+            await sinks[0].aclose()
+            assert shared.client._session is not None  # still used by b
+            for s in sinks[1:]:
+                await s.aclose()
+            assert shared.client._session is None and not batchers._by_key
+            return rx
+
+    rx = run(main())
+    assert rx.count("t1") == 2 and rx.count("t2") == 1
+
+
+def test_build_refuses_what_loki_would_refuse():
+    from driver.info import LogInfo
+    from driver.options import OptionError
+    from driver.outputs.loki import Batchers, build
+    from driver.outputs.loki.batcher import make_batcher
+    from tests.unit.test_loki_client import parsed
+
+    opts = parsed({"loki-url": "http://l/loki/api/v1/push", "loki-external-labels": "bad-name=x"})
+    with pytest.raises(OptionError, match="bad-name"):
+        build(None, None, LogInfo.from_json({"ContainerID": "a" * 64}), opts, log_path="/x",
+              batchers=Batchers(make_batcher))

@@ -53,7 +53,7 @@ class LokiSink:
 
     def __init__(self, journal: Journal, store: CursorStore, batcher: Batcher, labels: dict[str, str] | None, *,
                  container_id: str, limits: Limits = DEFAULT_LIMITS, structured_metadata: bool = False,
-                 now_ns=None) -> None:
+                 now_ns=None, on_close=None) -> None:
         self.journal = journal
         self.store = store
         self.batcher = batcher
@@ -65,6 +65,7 @@ class LokiSink:
         self._base_labels = labels or {}
         self._metadata = codec.metadata_bytes({"container_id": container_id}) if structured_metadata else None
         self._now_ns = now_ns or time.time_ns  # injectable: the age checks are about the wall clock
+        self._on_close = on_close  # awaited by aclose(): lets go of the shared batcher
         self.decoder = FrameDecoder()
         self.cursor: Cursor = store.load(NAME)
         if self.cursor.pos < journal.start:
@@ -137,11 +138,18 @@ class LokiSink:
             raise
         if result is not None and result.outcome is Outcome.SPLIT and batch.end - batch.start > PROBE_BYTES:
             # Too large for Loki: read it again in smaller batches.
+            self._limit = max(PROBE_BYTES, (batch.end - batch.start) // 2)
             if following is not None:
                 await asyncio.wait([following])
-            self._limit = max(PROBE_BYTES, (batch.end - batch.start) // 2)
-            self._pending = None
-            self.journal.rewind(self.cursor, self._saved_pos)
+            if self._saved_pos >= self.journal.start:
+                self._pending = None
+                self.journal.rewind(self.cursor, self._saved_pos)
+                return True
+            # The cap gave up its journal bytes meanwhile: it cannot be read again. Lost, and counted as the
+            # cap's other drops; the batch after it goes on.
+            self.journal.count_lost(self.cursor, batch.lines, batch.end - batch.start)
+            self._saved_pos = batch.end
+            self._pending = following.result() if following is not None and not following.exception() else None
             return True
         self._count(batch, result)
         self._saved_pos = batch.end
@@ -251,4 +259,7 @@ class LokiSink:
         self.flush()
 
     async def aclose(self) -> None:
-        """The batcher is shared: its owner closes it when its last sink is gone."""
+        """The batcher is shared: it closes when its last sink lets go of it."""
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            await on_close()
