@@ -151,12 +151,14 @@ def count_entries(raw: bytes) -> int:
 
 class LokiReceiver:
     def __init__(self, *, require_tenant: bool = False, limits: LokiLimits | None = None,
-                 max_body: int = 100 << 20, ordered: bool = False, now_ns=None, count_only: bool = False) -> None:
+                 max_body: int = 100 << 20, ordered: bool = False, now_ns=None, count_only: bool = False,
+                 ssl_context=None) -> None:
         self.require_tenant = require_tenant
         self.limits = limits or LokiLimits()
         self.max_body = max_body  # distributor max_recv_msg_size (100 MB): 413 above
         self.ordered = ordered  # pre-2.4 ordered writes; Loki 3 always accepts unordered ones
         self._now_ns = now_ns
+        self.ssl_context = ssl_context  # serve https with it
         self.count_only = count_only  # count entries only: no validation, nothing kept (for benchmarks)
         self.counted = 0
         self.tenants: dict[str, dict[tuple, Stream]] = {}
@@ -188,10 +190,11 @@ class LokiReceiver:
         app.router.add_post("/loki/api/v1/push", self._push)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/loki/api/v1/push"
+        scheme = "https" if self.ssl_context else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}/loki/api/v1/push"
         return self.url
 
     async def stop(self) -> None:

@@ -127,3 +127,72 @@ def test_output_is_turned_on_by_loki_url():
 
     assert enabled(parsed({"loki-url": "http://l/loki/api/v1/push"}))
     assert not enabled(parsed({}))
+
+
+# ---- TLS (the forward tests' throwaway CA) ------------------------------------------------------------------
+from tests.unit.test_forward_client import _leaf, _openssl  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A throwaway CA with a server certificate for 127.0.0.1/localhost and a client one (forward's helpers)."""
+    cwd = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=logbridge test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=cwd)  # fmt: skip
+    _leaf(cwd, "server", "serverAuth")
+    _leaf(cwd, "client", "clientAuth")
+    return cwd
+
+
+def _server_ctx(pki, client_ca: bool = False):
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(pki / "server.pem"), str(pki / "server.key"))
+    if client_ca:
+        ctx.load_verify_locations(str(pki / "ca.pem"))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _push_over_tls(pki, config: dict, *, client_ca: bool = False, host: str = "127.0.0.1"):
+    async def main():
+        async with loki_receiver(ssl_context=_server_ctx(pki, client_ca)) as rx:
+            client = LokiClient(settings(rx.url.replace("127.0.0.1", host), **config))
+            buf = bytearray()
+            codec.append_entry(buf, time.time_ns(), b"secure")
+            result = await client.push(codec.compress(codec.push_request([codec.stream_bytes('{a="b"}', buf)])))
+            await client.close()
+            return result, rx.lines()
+
+    return asyncio.run(main())
+
+
+def test_tls_with_a_private_ca(pki):
+    result, lines = _push_over_tls(pki, {"loki-tls-ca-file": str(pki / "ca.pem")})
+    assert result.outcome is Outcome.STORED and lines == [b"secure"]
+
+
+def test_tls_verifies_by_default(pki):
+    result, lines = _push_over_tls(pki, {})
+    assert result.outcome is Outcome.RETRY and "certificate" in result.message.lower() and lines == []
+
+
+def test_tls_insecure_skip_verify(pki):
+    result, _ = _push_over_tls(pki, {"loki-tls-insecure-skip-verify": "true"})
+    assert result.outcome is Outcome.STORED
+
+
+def test_tls_server_name(pki):
+    ca = {"loki-tls-ca-file": str(pki / "ca.pem")}
+    assert _push_over_tls(pki, {**ca, "loki-tls-server-name": "localhost"})[0].outcome is Outcome.STORED
+    assert _push_over_tls(pki, {**ca, "loki-tls-server-name": "elsewhere"})[0].outcome is Outcome.RETRY
+
+
+def test_mutual_tls(pki):
+    ca = {"loki-tls-ca-file": str(pki / "ca.pem")}
+    assert _push_over_tls(pki, ca, client_ca=True)[0].outcome is Outcome.RETRY
+    mtls = {**ca, "loki-tls-cert-file": str(pki / "client.pem"), "loki-tls-key-file": str(pki / "client.key")}
+    assert _push_over_tls(pki, mtls, client_ca=True)[0].outcome is Outcome.STORED
