@@ -1,7 +1,8 @@
 """The optional C functions, looked up once for every module that uses them.
 
 ``driver/_speedups.c`` (frame decoding, json-file encoding, forward record packing) and ``driver/forward/_entries.c``
-(the entry counter of a count-only receiver) and ``driver/outputs/loki/_encode.c`` (Loki push entries) are built by setup.py when a compiler is there. The Python code each
+(the entry counter of a count-only receiver) and ``driver/outputs/loki/_encode.c``
+(Loki push entries) are built by setup.py when a compiler is there. The Python code each
 function stands in for stays the reference and the fallback. ``LOGBRIDGE_PURE=1`` switches all of them off (tests,
 comparisons). A name is None when its function is not available: not built, switched off, or an older build.
 """

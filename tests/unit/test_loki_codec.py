@@ -110,3 +110,18 @@ def test_batch_encoder_matches_the_one_entry_encoder(entries, with_metadata):
     batch = bytearray()
     codec.append_entries(batch, [("stdout", ts, line, False, False, "", 0) for ts, line in entries], md)
     assert batch == one
+
+
+def test_the_c_encoder_is_used_whatever_is_imported_first():
+    # driver.frames imports driver.speedups first, as the plugin does: the C encoder must still be found
+    # (where it is built: the extension is optional, so this compares with a fresh import of it).
+    import subprocess
+    import sys
+
+    code = "import driver.frames; from driver.outputs.loki import codec; print(codec._c_encode_stream is not None)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    try:
+        import driver.outputs.loki._encode  # noqa: F401
+    except ImportError:
+        pytest.skip("driver/outputs/loki/_encode.c not built")
+    assert out.strip() == "True"

@@ -47,3 +47,4 @@ def test_declines_what_the_decoder_does_not_make(bad):
 def test_wrapper_falls_back_to_the_reference():
     bad = [("stdout", -5 * codec.NS, b"before the epoch")]
     assert codec.encode_stream(bad, "stdout") == codec.encode_stream_reference(bad, "stdout")
+

@@ -516,8 +516,8 @@ def test_count_only_receiver_counts_without_decoding_messages():
 
 def test_build_shares_one_batcher_per_url_and_tenant_and_closes_it_with_the_last_sink(tmp_path):
     from driver.info import LogInfo
-    from driver.outputs.loki import Batchers, build
     from driver.outputs.loki.batcher import make_batcher
+    from driver.outputs.loki.output import Batchers, build
     from tests.unit.test_loki_client import parsed
 
     def info(cid):
@@ -558,8 +558,8 @@ def test_build_shares_one_batcher_per_url_and_tenant_and_closes_it_with_the_last
 def test_build_refuses_what_loki_would_refuse():
     from driver.info import LogInfo
     from driver.options import OptionError
-    from driver.outputs.loki import Batchers, build
     from driver.outputs.loki.batcher import make_batcher
+    from driver.outputs.loki.output import Batchers, build
     from tests.unit.test_loki_client import parsed
 
     opts = parsed({"loki-url": "http://l/loki/api/v1/push", "loki-external-labels": "bad-name=x"})
