@@ -462,7 +462,7 @@ def test_run_counts(tmp_path):
 
     c = run(main())
     counts = c.sink.run_counts()
-    assert counts == {"acked": 2, "journal_cap": 0, "dropped_greater_than_max_sample_age": 1, "sent": 4,
+    assert counts == {"acked": 2, "dropped": 0, "dropped_greater_than_max_sample_age": 1, "forwarded": 4,
                       "retried": 2, "failures": 1}
     c.sink.reset_run_counts()
     assert set(c.sink.run_counts().values()) == {0}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from driver.options import BOOL, COUNT, DURATION, NON_NEGATIVE, SIZE, TEXT, Kind, Option, OptionError
+from driver.options import BOOL, COUNT, DURATION, RETRY_COUNT, SECRET, SIZE, TEXT, Kind, Option, OptionError
 from driver.outputs.loki import relabel
 from driver.outputs.loki.limits import NS, Limits
 
@@ -20,9 +20,9 @@ EXTERNAL_LABELS_FORM = Kind(str, "name=template pairs separated by commas, like 
 RELABEL_FORM = Kind(str, "a YAML list of Prometheus relabel rules")
 
 OPTION_ROWS: tuple[Option, ...] = (
-    Option(URL, TEXT, None, "Loki push URL (turns the Loki output on); basic auth may go in it: "
-           "https://user:pass@host/loki/api/v1/push", GROUP),
-    Option("loki-tenant-id", TEXT, None, "tenant sent as X-Scope-OrgID", GROUP),
+    Option(URL, SECRET, None, "Loki push URL (turns the Loki output on); basic auth may go in it: "
+           "https://user:pass@host/loki/api/v1/push", GROUP, secret=True),
+    Option("loki-tenant-id", SECRET, None, "tenant sent as X-Scope-OrgID", GROUP, secret=True),
     Option("loki-external-labels", EXTERNAL_LABELS_FORM, None, "labels with Docker tag templates; setting it "
            "replaces the container_name={{.Name}} default", GROUP),
     Option("loki-batch-size", COUNT, "1048576", "bytes of lines (and structured metadata) per push", GROUP),
@@ -32,7 +32,7 @@ OPTION_ROWS: tuple[Option, ...] = (
     Option("loki-min-backoff", DURATION, "500ms", "first wait before retrying a failed push; doubles", GROUP),
     Option("loki-max-backoff", DURATION, "5m", "longest wait between retries (also the retry period while Loki "
            "answers 401, 403 or 404)", GROUP),
-    Option("loki-retries", NON_NEGATIVE, "10", "accepted for compatibility: logbridge keeps retrying until the "
+    Option("loki-retries", RETRY_COUNT, "10", "accepted for compatibility: logbridge keeps retrying until the "
            "journal cap drops frames", GROUP),
     Option("loki-tls-ca-file", TEXT, None, "CA bundle to verify Loki (path inside the plugin)", GROUP),
     Option("loki-tls-cert-file", TEXT, None, "client certificate for mutual TLS (path inside the plugin)", GROUP),
@@ -97,7 +97,7 @@ def settings_from(opts: Mapping) -> LokiSettings:
             raise OptionError(f"logbridge: log-opt {name}: pipeline stages are not supported yet")
     url = opts[URL]
     if not url.startswith(("http://", "https://")):
-        raise OptionError(f"logbridge: invalid log-opt {URL}={url!r}: expected an http:// or https:// URL")
+        raise OptionError(f"logbridge: invalid log-opt {URL}: expected an http:// or https:// URL")
     try:
         rules = tuple(relabel.parse_config(opts.get("loki-relabel-config") or ""))
     except relabel.RelabelError as exc:

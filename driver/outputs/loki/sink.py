@@ -84,12 +84,17 @@ class LokiSink:
                 **{f"dropped_{k}": v for k, v in self.stats.dropped.items()}}
 
     def run_counts(self) -> dict[str, int]:
-        """This run's counts, as ForwardSink.run_counts (the cursor restores lifetime ones; totals add runs up).
-        Drops are by reason: dropped_<reason>, journal_cap among them."""
+        """This run's counts in the outputs' keys (driver.outputs.OutputConsumer): the cursor restores lifetime
+        ones; totals add runs up. Drops are by reason (dropped_<reason>); ``dropped`` is the journal cap's."""
         now = self._lifetime()
         counts = {k: v - self._base.get(k, 0) for k, v in now.items()}
-        counts.update(sent=self.stats.sent, retried=self.stats.retried, failures=self.stats.failures)
+        counts["dropped"] = counts.pop("journal_cap")
+        counts.update(forwarded=self.stats.sent, retried=self.stats.retried, failures=self.stats.failures)
         return counts
+
+    @property
+    def up(self) -> bool:
+        return self.stats.up
 
     def reset_run_counts(self) -> None:
         self.stats.sent = self.stats.retried = self.stats.failures = 0
