@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -155,3 +156,48 @@ def test_test_output_gets_every_line_while_forward_is_dead(tmp_path, testfile_ou
     assert file_output.read_lines(delivered) == [f"line {i}" for i in range(LINES)]
     cursors = tmp_path / "state" / "containers" / ("c" * 64) / "cursors"
     assert {p.name for p in cursors.iterdir()} >= {"jsonlog.json", "forward.json", "testfile.json"}
+
+
+def test_loki_output_gets_every_line_beside_a_dead_forward(tmp_path):
+    """Loki is a built-in output: turned on by loki-url alone, its own cursor, undelayed by a dead forward."""
+    from tests.support.loki import LokiReceiver
+
+    address, _ = _refusing_address()
+    settings = Settings(log_root=str(tmp_path / "logs"), state_dir=str(tmp_path / "state"))
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)
+    now = time.time_ns()
+
+    async def run() -> dict:
+        receiver = LokiReceiver()
+        url = await receiver.start()
+        info = LogInfo.from_json(info_for("d" * 64, {"fluentd-address": address, "fluentd-retry-wait": "50ms",
+                                                     "loki-url": url, "loki-batch-wait": "100ms"}))
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=2)
+        pipeline = Pipeline(info, parse_options(info.config), settings, executor, loop, on_finished=lambda p: None)
+        forward, loki = pipeline.outputs
+        assert (forward.name, loki.name) == ("forward", "loki")
+        pipeline.attach(fifo)
+        for i in range(LINES):
+            os.write(writer, encode_entry(("stdout", now + i, b"line %d" % i, False, False, "", 0)))
+        try:
+            assert await _wait(lambda: receiver.count() >= LINES)
+            assert await _wait(lambda: loki.saved_pos == pipeline.journal.end)
+            assert forward.run_counts()["acked"] == 0 and not forward.up
+            assert loki.up and loki.run_counts()["acked"] == LINES
+            return receiver.streams()
+        finally:
+            await pipeline.close(grace=0.2)
+            executor.shutdown(wait=True)
+            await receiver.stop()
+
+    try:
+        streams = asyncio.run(run())
+    finally:
+        os.close(writer)
+    (labels, stream), = streams.items()
+    assert [line for _, line, _ in stream.entries] == [b"line %d" % i for i in range(LINES)]
+    names = dict(labels) if not isinstance(labels, str) else labels
+    assert "container_name" in str(names) and "source" in str(names)
