@@ -3,8 +3,9 @@
  * reference and the fallback: the functions here only take what they are sure to get byte-for-byte right and
  * leave everything else to it.
  *
- * decode_frames(buf, pos) -> (entries, new_pos, (out_lines, out_bytes, err_lines, err_bytes))
- *     Decodes consecutive ordinary frames from buf[pos:] into FrameDecoder's 7-tuples and stops (new_pos is
+ * decode_frames(buf, pos, offsets=None) -> (entries, new_pos, (out_lines, out_bytes, err_lines, err_bytes))
+ *     Decodes consecutive ordinary frames from buf[pos:] into FrameDecoder's 7-tuples (and, given a list as
+ *     offsets, appends to it where each entry's frame starts in buf) and stops (new_pos is
  *     where that frame starts) at the first frame that is not one: torn, too long, empty, or a payload this
  *     parser is not certain upb reads the same way (unknown field, unexpected wire type, non-canonical varint,
  *     string that is not valid UTF-8, source other than stdout/stderr or missing).
@@ -274,11 +275,17 @@ entry_tuple(const entry_t *e)
 static PyObject *
 decode_frames(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *obj;
+    PyObject *obj, *offsets = Py_None;
     Py_ssize_t pos;
     Py_buffer view;
-    if (!PyArg_ParseTuple(args, "On:decode_frames", &obj, &pos))
+    if (!PyArg_ParseTuple(args, "On|O:decode_frames", &obj, &pos, &offsets))
         return NULL;
+    if (offsets == Py_None)
+        offsets = NULL; /* the usual case: one pointer test per frame */
+    else if (!PyList_Check(offsets)) {
+        PyErr_SetString(PyExc_TypeError, "offsets must be a list or None");
+        return NULL;
+    }
     if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const uint8_t *buf = (const uint8_t *)view.buf;
@@ -310,6 +317,16 @@ decode_frames(PyObject *Py_UNUSED(self), PyObject *args)
             return NULL;
         }
         Py_DECREF(t);
+        if (offsets != NULL) {
+            PyObject *at = PyLong_FromSsize_t(pos);
+            if (at == NULL || PyList_Append(offsets, at) < 0) {
+                Py_XDECREF(at);
+                Py_DECREF(out);
+                PyBuffer_Release(&view);
+                return NULL;
+            }
+            Py_DECREF(at);
+        }
         if (e.source == str_stderr) {
             err_lines++;
             err_bytes += e.line_len;
@@ -794,8 +811,9 @@ error:
 
 static PyMethodDef methods[] = {
     {"decode_frames", decode_frames, METH_VARARGS,
-     "decode_frames(buf, pos) -> (entries, new_pos, (out_lines, out_bytes, err_lines, err_bytes))\n\n"
-     "Decodes the ordinary frames at buf[pos:], stopping at the first one left to the Python decoder."},
+     "decode_frames(buf, pos, offsets=None) -> (entries, new_pos, (out_lines, out_bytes, err_lines, err_bytes))\n\n"
+     "Decodes the ordinary frames at buf[pos:], stopping at the first one left to the Python decoder; appends each"
+     " entry's frame start to offsets when it is a list."},
     {"encode_lines", encode_lines, METH_VARARGS,
      "encode_lines(entries, attrs_json) -> list[bytes] | None\n\n"
      "jsonfile.encode_entries for a list of entries, or None when the batch needs the Python encoder."},

@@ -74,7 +74,8 @@ class FrameDecoder:
         self.garbled = 0  # places where the stream had to be resynchronised
         self._lost = False  # inside garbage whose end is not in sight yet: one incident, counted once
 
-    def decode(self, buf: bytes, final: bool = False) -> tuple[list[tuple], int]:
+    def decode(self, buf: bytes, final: bool = False, offsets: list[int] | None = None) -> tuple[list[tuple], int]:
+        """``offsets``: a list to which the position in ``buf`` of each entry's frame is appended (record ids)."""
         out: list[tuple] = []
         append = out.append
         # A fresh message per call: upb's parse arena only grows while its message lives, so one message reused
@@ -89,7 +90,7 @@ class FrameDecoder:
         while end - pos >= HEADER:
             if c_decode is not None:
                 # C takes the ordinary frames from here on; the one it stops at (if any) goes the Python way below.
-                got, pos, (c_out_lines, c_out_bytes, c_err_lines, c_err_bytes) = c_decode(buf, pos)
+                got, pos, (c_out_lines, c_out_bytes, c_err_lines, c_err_bytes) = c_decode(buf, pos, offsets)
                 if got:
                     out += got
                     out_lines += c_out_lines
@@ -122,6 +123,8 @@ class FrameDecoder:
                 pos = self._resync(buf, pos, final)
                 continue
             self._lost = False
+            if offsets is not None:
+                offsets.append(pos)
             line = msg.line
             if source == "stderr":  # counted here, where the fields are at hand: a second pass costs more
                 err_lines += 1

@@ -11,19 +11,27 @@ from __future__ import annotations
 
 
 def merge_partials(entries: list[tuple], max_bytes: int) -> list[tuple]:
+    return merge_partials_at(entries, None, max_bytes)[0]
+
+
+def merge_partials_at(entries: list[tuple], offsets: list[int] | None,
+                      max_bytes: int) -> tuple[list[tuple], list[int] | None]:
+    """merge_partials that also carries each entry's journal offset (``offsets``, parallel to ``entries``): a
+    joined line keeps its first chunk's, so its record id does not depend on where the line ends."""
     if not any(e[3] for e in entries):
-        return entries
+        return entries, offsets
     out: list[tuple | None] = []
+    at: list[int] = []
     open_seqs: dict[tuple[str, str], list[int]] = {}  # (source, id) → indexes in ``out`` of its chunks
     sizes: dict[tuple[str, str], int] = {}
-    for entry in entries:
+    for n, entry in enumerate(entries):
+        out.append(entry)
+        at.append(offsets[n] if offsets is not None else 0)
         source, time_nano, line, partial, last, partial_id, ordinal = entry
         if not partial:
-            out.append(entry)
             continue
         key = (source, partial_id)
         idx = open_seqs.setdefault(key, [])
-        out.append(entry)
         idx.append(len(out) - 1)
         sizes[key] = sizes.get(key, 0) + len(line)
         if sizes[key] > max_bytes:
@@ -32,8 +40,11 @@ def merge_partials(entries: list[tuple], max_bytes: int) -> list[tuple]:
         if last:
             chunks = sorted((out[i] for i in idx), key=lambda e: e[6])
             merged = b"".join(c[2] for c in chunks)
+            first_at = min(at[i] for i in idx)
             for i in idx:
                 out[i] = None
             out[-1] = (source, chunks[0][1], merged, False, False, "", 0)
+            at[-1] = first_at
             del open_seqs[key], sizes[key]
-    return [e for e in out if e is not None]
+    kept = [i for i, e in enumerate(out) if e is not None]
+    return [out[i] for i in kept], ([at[i] for i in kept] if offsets is not None else None)

@@ -40,10 +40,11 @@ class Consumer(Protocol):
     async def aclose(self) -> None: ...
 
 
-def read_frames(journal: Journal, decoder: FrameDecoder, start: int, limit: int,
-                sealed: bool) -> tuple[list[tuple], int] | None:
+def read_frames(journal: Journal, decoder: FrameDecoder, start: int, limit: int, sealed: bool,
+                offsets: list[int] | None = None) -> tuple[list[tuple], int] | None:
     """Entries of the whole frames in ``limit`` journal bytes from ``start``, and the bytes they used (garbage
-    included); None when the journal holds nothing there. ``sealed``: no more bytes will come.
+    included); None when the journal holds nothing there. ``sealed``: no more bytes will come. ``offsets``: a list
+    that gets the journal offset of each entry's frame (only the forward sink's record ids need them).
 
     A frame longer than the read is read whole, four times more at a time up to MAX_FRAME: dockerd's frames stay under
     17 KiB, but a torn header can claim up to MAX_FRAME, and the lines after it must not wait for the container to stop.
@@ -52,7 +53,9 @@ def read_frames(journal: Journal, decoder: FrameDecoder, start: int, limit: int,
         data = journal.read(start, limit)
         if not data:
             return None
-        entries, used = decoder.decode(data, final=sealed and start + len(data) >= journal.end)
+        entries, used = decoder.decode(data, final=sealed and start + len(data) >= journal.end, offsets=offsets)
         if used or len(data) < limit or limit >= HEADER + MAX_FRAME:
+            if offsets:
+                offsets[:] = [start + at for at in offsets]
             return entries, used
         limit = min(4 * limit, HEADER + MAX_FRAME)

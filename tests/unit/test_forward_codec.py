@@ -663,13 +663,15 @@ def test_record_ids_are_the_last_field_and_stable_per_position():
     static = {"container_id": "c" * 64, "container_name": "/n", "team": "core"}
     enc = _Enc(static, record_id_key="record_id")
     entries = [("stdout", 10**18, b"one", False, False, "", 0), ("stderr", 10**18 + 1, b"two", True, True, "p", 2)]
-    packed = enc.encode_batch(entries, id_base="abc-7-")
+    packed = enc.encode_batch(entries, ["abc-7", "abc-2a"])
     records = [_msgpack.unpackb(p, raw=False, strict_map_key=False)[1] for p in packed]
-    assert [r["record_id"] for r in records] == ["abc-7-0", "abc-7-1"]
+    assert [r["record_id"] for r in records] == ["abc-7", "abc-2a"]
     assert records[0]["log"] == "one" and records[1]["partial_ordinal"] == "2" and records[0]["team"] == "core"
-    assert enc.encode_batch(entries, id_base="abc-7-") == packed  # a resend carries the same ids
+    assert enc.encode_batch(entries, ["abc-7", "abc-2a"]) == packed  # a resend carries the same ids
+    with pytest.raises(ValueError, match="2 entries need as many record ids"):
+        enc.encode_batch(entries)
     shadowing = _Enc({**static, "source": "x"}, record_id_key="record_id")  # the slow, generic path
-    slow = [_msgpack.unpackb(p, raw=False, strict_map_key=False)[1] for p in shadowing.encode_batch(entries, "z")]
+    slow = [_msgpack.unpackb(p, raw=False, strict_map_key=False)[1] for p in shadowing.encode_batch(entries, ["z0", "z1"])]
     assert [r["record_id"] for r in slow] == ["z0", "z1"]
 
 
@@ -681,6 +683,6 @@ def test_a_label_named_like_the_record_id_key_gives_way_to_the_id():
 
     enc = _Enc({"container_id": "c" * 64, "container_name": "/n", "record_id": "from-a-label"},
                record_id_key="record_id")
-    [packed] = enc.encode_batch([("stdout", 10**18, b"one", False, False, "", 0)], id_base="b-")
+    [packed] = enc.encode_batch([("stdout", 10**18, b"one", False, False, "", 0)], ["b-0"])
     pairs = _msgpack.unpackb(packed, raw=False, strict_map_key=False, object_pairs_hook=list)[1]
     assert [v for k, v in pairs if k == "record_id"] == ["b-0"]

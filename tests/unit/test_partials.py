@@ -1,6 +1,6 @@
 """Joining dockerd's 16 KiB chunks for the remote side."""
 
-from driver.partials import merge_partials
+from driver.partials import merge_partials, merge_partials_at
 
 
 def chunk(source, pid, ordinal, line, last, t=1):
@@ -33,3 +33,13 @@ def test_unfinished_and_oversized_sequences_stay_chunks():
 def test_no_partials_is_the_same_list():
     entries = [line("stdout", b"1"), line("stderr", b"2")]
     assert merge_partials(entries, 100) is entries
+
+
+def test_a_joined_line_keeps_its_first_chunks_offset():
+    """The forward sink names records by journal offset: a joined line by where its first chunk was."""
+    entries = [chunk("stdout", "a", 1, b"A", False), line("stdout", b"plain"), chunk("stdout", "a", 2, b"a", True),
+               chunk("stdout", "z", 1, b"z", False)]
+    out, offsets = merge_partials_at(entries, [0, 30, 60, 90], 1 << 20)
+    assert out == [line("stdout", b"plain"), ("stdout", 1, b"Aa", False, False, "", 0), entries[3]]
+    assert offsets == [30, 0, 90]
+    assert merge_partials_at(entries, None, 1 << 20) == (out, None)

@@ -229,8 +229,9 @@ def decode_in_pieces(dec: FrameDecoder, stream: bytes, cuts: list[int], final: b
     for cut in [*cuts, len(stream)]:
         pending += stream[prev:cut]
         prev = cut
-        entries, used = dec.decode(pending, final=final and cut == len(stream))
-        results.append((entries, used, dec.counts, dec.skipped_bytes, dec.garbled, dec._lost))
+        offsets: list[int] = []
+        entries, used = dec.decode(pending, final=final and cut == len(stream), offsets=offsets)
+        results.append((entries, offsets, used, dec.counts, dec.skipped_bytes, dec.garbled, dec._lost))
         pending = pending[used:]
     return results
 
@@ -249,7 +250,7 @@ def assert_same_decoding(stream: bytes, cuts: list[int] = (), final: bool = True
 @pytest.mark.parametrize("path", FIFO_SAMPLES, ids=lambda p: p.name)
 def test_decode_dockerd_captures(path):
     stream = path.read_bytes()
-    [(entries, used, *_)] = assert_same_decoding(stream)
+    [(entries, _, used, *_)] = assert_same_decoding(stream)
     got, pos, _ = _speedups.decode_frames(stream, 0)
     assert got == entries and pos == used == len(stream), "C left a frame dockerd wrote to Python"
 
@@ -266,6 +267,26 @@ def test_decode_matches_python(stream, final, rnd: random.Random):
     assert_same_decoding(stream, final=final)
     cuts = [rnd.randrange(len(stream) + 1) for _ in range(rnd.randrange(6))]
     assert_same_decoding(stream, cuts, final=final)
+
+
+@given(st.lists(st.tuples(entries_st, st.sampled_from([b"", b"", b"\x00\x00\x00\x00", b"junk\x0a\x06stdout"])),
+                max_size=12))
+def test_decode_tells_where_each_entry_starts(pieces):
+    """The offsets name each entry's own frame (record ids are built from them), garbage and empty frames between
+    them or not, in C and in Python alike (assert_same_decoding compares them)."""
+    stream = b""
+    starts = []
+    for entry, garbage in pieces:
+        stream += garbage
+        starts.append(len(stream))
+        stream += encode_entry(entry)
+    [(entries, offsets, *_)] = assert_same_decoding(stream)
+    assert entries == [e for e, _ in pieces]
+    assert offsets == starts
+    got, _, _ = _speedups.decode_frames(stream, 0)
+    assert _speedups.decode_frames(stream, 0, None)[0] == got  # None: no offsets, the plain hot path
+    with pytest.raises(TypeError):
+        _speedups.decode_frames(stream, 0, ())
 
 
 @given(st.lists(entries_st, max_size=20))

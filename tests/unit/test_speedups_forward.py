@@ -152,8 +152,9 @@ def test_matches_python(static, entries, time_format):
 def test_record_ids_and_scrubbing_go_through_it_too(static, entries, time_format, scrub):
     """Both are done around the fast path (ids appended, lines scrubbed before), so C serves them as well."""
     kwargs = {"time_format": time_format, "record_id_key": "_id", "invalid_utf8": "replace" if scrub else "keep"}
-    fast = RecordEncoder(static, **kwargs).encode_batch(entries, "b-")
-    assert fast == RecordEncoder(static, pure=True, **kwargs).encode_batch(entries, "b-")
+    ids = [f"b-{i:x}" for i in range(len(entries))]
+    fast = RecordEncoder(static, **kwargs).encode_batch(entries, ids)
+    assert fast == RecordEncoder(static, pure=True, **kwargs).encode_batch(entries, ids)
 
 
 def test_single_entries_and_iterables():

@@ -40,7 +40,7 @@ import os
 import secrets
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -265,8 +265,9 @@ class RecordEncoder:
         pure: bool = False,
     ) -> None:
         self._static = dict(static_fields)
-        # A per-record id (``encode_batch(..., id_base=...)``): the same entry gets the same id when a batch is
-        # resent, so an output such as Elasticsearch can use it as the document _id and drop the duplicate.
+        # A per-record id (``encode_batch(entries, ids)``; the sink names each entry by its journal offset): the
+        # same entry gets the same id when it is resent, so an output such as Elasticsearch can use it as the
+        # document _id and drop the duplicate.
         self._id_name = record_id_key or ""
         self._id_key = _pack_str(record_id_key) if record_id_key else b""
         self._time_format: TimeFormat = time_format
@@ -332,12 +333,16 @@ class RecordEncoder:
     def encode(self, entry: Entry) -> bytes:
         return self.encode_batch((entry,))[0]
 
-    def encode_batch(self, entries: Iterable[Entry], id_base: str = "") -> list[bytes]:
-        """Packed Entries, one per entry, in order; with a record id key, entry i gets the id f"{id_base}{i}"."""
+    def encode_batch(self, entries: Iterable[Entry], ids: Sequence[str] | None = None) -> list[bytes]:
+        """Packed Entries, one per entry, in order; with a record id key, entry i gets the id ``ids[i]``."""
         if self._scrub:
             entries = [e if e[2].isascii() else (*e[:2], _scrub_utf8(e[2]), *e[3:]) for e in entries]
         if self._id_key:
-            return self._with_ids(list(entries), id_base)
+            entries = list(entries)
+            if ids is None or len(ids) != len(entries):
+                raise ValueError(f"{len(entries)} entries need as many record ids, got "
+                                 f"{'none' if ids is None else len(ids)}")
+            return self._with_ids(entries, ids)
         if not self._fast:
             return [pack_entry(e[1], record_for(e, self._static), self._time_format) for e in entries]
         if self._c_encode is not None and type(entries) in (list, tuple):  # C takes a batch it can index
@@ -370,17 +375,17 @@ class RecordEncoder:
             append(join((time_bytes, prefix, header, line, tail)))
         return out
 
-    def _with_ids(self, entries: list[Entry], id_base: str) -> list[bytes]:
+    def _with_ids(self, entries: list[Entry], ids: Sequence[str]) -> list[bytes]:
         """Entries with the id pair as the map's last field (the cached map headers count it already)."""
         if not self._fast:
-            return [pack_entry(e[1], {**record_for(e, self._static), self._id_name: f"{id_base}{i}"},
-                               self._time_format) for i, e in enumerate(entries)]
+            return [pack_entry(e[1], {**record_for(e, self._static), self._id_name: ident}, self._time_format)
+                    for e, ident in zip(entries, ids)]
         key, self._id_key = self._id_key, b""  # pack the rest with the plain fast path
         try:
             plain = self.encode_batch(entries)
         finally:
             self._id_key = key
-        return [packed + key + _pack_str(f"{id_base}{i}") for i, packed in enumerate(plain)]
+        return [packed + key + _pack_str(ident) for packed, ident in zip(plain, ids)]
 
 
 def _scrub_utf8(line: bytes) -> bytes:

@@ -38,8 +38,8 @@ OPTIONS: tuple[Option, ...] = (
     _fluentd("fluentd-write-timeout", DURATION, "10s", "give up a connection when a write takes longer"),
     _fluentd("fluentd-async-reconnect-interval", RECONNECT, None, "accepted for compatibility"),
     Option("forward-compress", BOOL, "false", "send CompressedPackedForward (gzip) frames", "forward"),
-    Option("forward-record-id", BOOL, "false", "add record_id (container, journal offset, index): the same on "
-           "a resend, usable as Elasticsearch's _id to drop duplicates", "forward"),
+    Option("forward-record-id", BOOL, "false", "add record_id (container, journal offset of the line): the same "
+           "on every resend, usable as Elasticsearch's _id to drop duplicates", "forward"),
     Option("forward-merge-partials", BOOL, "false", "join the 16 KiB chunks of long lines into one record "
            "(json.log keeps them split, as json-file does)", "forward"),
     Option("forward-merge-max-size", SIZE, "1m", "longest line forward-merge-partials joins; longer ones go as "

@@ -7,7 +7,8 @@ was acknowledged. So a resend after a failure or a kill repeats at most one batc
 is the bound on duplicates.
 
 Each record carries Docker's fluentd-driver layout (container_id, container_name, source, log, extra attributes,
-partial_* on 16 KiB chunks) and, with ``forward-record-id``, a ``record_id`` that is the same on every resend.
+partial_* on 16 KiB chunks) and, with ``forward-record-id``, a ``record_id`` that is the same on every resend:
+the container and the journal offset of the entry's frame (of a joined line's first chunk).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from driver.frames import FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
 from driver.outputs.forward.client import ForwardClient, ForwardError
 from driver.outputs.forward.codec import BatchBuilder, Frame, RecordEncoder
-from driver.partials import merge_partials
+from driver.partials import merge_partials_at
 from driver.sinks.base import read_frames
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,8 @@ class ForwardSink:
         """Read and encode the next batch of at most `limit` journal bytes (worker thread)."""
         while True:
             start = self.cursor.pos
-            got = read_frames(self.journal, self.decoder, start, limit, self.sealed)
+            offsets: list[int] | None = [] if self.record_ids else None
+            got = read_frames(self.journal, self.decoder, start, limit, self.sealed, offsets)
             if got is None:
                 if start < self.journal.start:  # its segment was deleted under us: the cap counted it
                     self.journal.skip_lost(self.cursor)
@@ -192,11 +194,11 @@ class ForwardSink:
                 break
         lines = len(entries)  # counted in lines (as received), whatever merging does to records
         if self.merge_max:
-            entries = merge_partials(entries, self.merge_max)
+            entries, offsets = merge_partials_at(entries, offsets, self.merge_max)
         builder = BatchBuilder(self.tag, compress=self.compress)
-        # A resend starts from the same saved cursor, so (container, batch start, index) names the same entry.
-        id_base = f"{self.container_id[:12]}-{start:x}-" if self.record_ids else ""
-        frames = builder.extend(self.encoder.encode_batch(entries, id_base))
+        # An entry's journal offset names it whatever batch it travels in (a resend starts with a smaller one).
+        ids = [f"{self.container_id[:12]}-{at:x}" for at in offsets] if offsets is not None else None
+        frames = builder.extend(self.encoder.encode_batch(entries, ids))
         last = builder.flush()
         if last is not None:
             frames.append(last)
