@@ -671,7 +671,8 @@ def test_record_ids_are_the_last_field_and_stable_per_position():
     with pytest.raises(ValueError, match="2 entries need as many record ids"):
         enc.encode_batch(entries)
     shadowing = _Enc({**static, "source": "x"}, record_id_key="record_id")  # the slow, generic path
-    slow = [_msgpack.unpackb(p, raw=False, strict_map_key=False)[1] for p in shadowing.encode_batch(entries, ["z0", "z1"])]
+    slow = [_msgpack.unpackb(p, raw=False, strict_map_key=False)[1]
+            for p in shadowing.encode_batch(entries, ["z0", "z1"])]
     assert [r["record_id"] for r in slow] == ["z0", "z1"]
 
 

@@ -276,10 +276,10 @@ def test_decode_tells_where_each_entry_starts(pieces):
     them or not, in C and in Python alike (assert_same_decoding compares them)."""
     stream = b""
     starts = []
-    for entry, garbage in pieces:
+    for one, garbage in pieces:
         stream += garbage
         starts.append(len(stream))
-        stream += encode_entry(entry)
+        stream += encode_entry(one)
     [(entries, offsets, *_)] = assert_same_decoding(stream)
     assert entries == [e for e, _ in pieces]
     assert offsets == starts

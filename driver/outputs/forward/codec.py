@@ -379,13 +379,13 @@ class RecordEncoder:
         """Entries with the id pair as the map's last field (the cached map headers count it already)."""
         if not self._fast:
             return [pack_entry(e[1], {**record_for(e, self._static), self._id_name: ident}, self._time_format)
-                    for e, ident in zip(entries, ids)]
+                    for e, ident in zip(entries, ids, strict=True)]
         key, self._id_key = self._id_key, b""  # pack the rest with the plain fast path
         try:
             plain = self.encode_batch(entries)
         finally:
             self._id_key = key
-        return [packed + key + _pack_str(ident) for packed, ident in zip(plain, ids)]
+        return [packed + key + _pack_str(ident) for packed, ident in zip(plain, ids, strict=True)]
 
 
 def _scrub_utf8(line: bytes) -> bytes:
