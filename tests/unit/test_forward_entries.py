@@ -149,7 +149,8 @@ def plugin_payload(n: int = 50, **encoder) -> bytes:
          + b"\xff\xc3", i % 4 == 1, i % 8 == 1, f"pid{i}", i)
         for i in range(n)
     ]
-    return b"".join(RecordEncoder(STATIC, **encoder).encode_batch(entries))
+    ids = [f"c-{i * 40:x}" for i in range(len(entries))] if "record_id_key" in encoder else None
+    return b"".join(RecordEncoder(STATIC, **encoder).encode_batch(entries, ids))
 
 
 @pytest.mark.parametrize(
