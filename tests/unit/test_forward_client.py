@@ -71,6 +71,18 @@ def logs(records: list[dict]) -> list[str]:
         ("TCP://agg:2", Address("tcp", "agg", 2)),
         ("tcp://[::1]:24224", Address("tcp", "::1", 24224)),
         ("unix:///run/fluent.sock", Address("unix", path="/run/fluent.sock")),
+        # Accepted by Docker's fluentd driver too (moby daemon/logger/fluentd/fluentd.go parseAddress): an
+        # address without a host is 127.0.0.1, without a port 24224, and any name is a host (it may not resolve:
+        # then the destination is down, which is not an error at docker run).
+        ("tcp://", Address("tcp", "127.0.0.1", 24224)),
+        ("tcp://agg:", Address("tcp", "agg", 24224)),
+        ("garbage", Address("tcp", "garbage", 24224)),
+        ("127.0.0.1", Address("tcp", "127.0.0.1", 24224)),
+        ("tcp://user@agg:7", Address("tcp", "agg", 7)),
+        ("tcp://my_service.local:7", Address("tcp", "my_service.local", 7)),
+        ("tcp://bücher.example:7", Address("tcp", "bücher.example", 7)),
+        ("tls://[fe80::1]:7", Address("tls", "fe80::1", 7)),
+        ("unix:///run/my sock", Address("unix", path="/run/my sock")),
     ],
 )
 def test_parse_address(text, expected):
@@ -88,6 +100,21 @@ def test_parse_address(text, expected):
         ("tcp://agg:99999", "port"),
         ("tcp://agg:http", "port"),
         ("tcp://agg:0", "port"),
+        # Refused by Go's url.Parse / strconv.ParseUint(port, 10, 16) in Docker's parser as well:
+        ("tcp://agg:65536", "port"),
+        ("agg:70000", "port"),
+        ("tcp://agg:-1", "port"),
+        ("tcp://agg:+80", "port"),
+        ("tcp://agg:\u0668\u0660", "port"),  # Arabic-Indic digits: int() takes them, Go does not
+        ("tcp://[::1", "invalid fluentd-address"),
+        ("tcp://ag g:1", "spaces and control characters"),
+        (" tcp://agg:1", "spaces and control characters"),
+        ("tcp://agg:1\n", "spaces and control characters"),
+        ("tcp://ag\x00g:1", "spaces and control characters"),
+        ("tcp://a{b}:1", "not a host name"),
+        ("tcp://[agg]:1", "invalid fluentd-address"),
+        # Stricter than Docker (which ignores a query and dials port 0): neither can be meant as an address.
+        ("tcp://agg:1?x=y", "no path"),
     ],
 )
 def test_parse_address_errors(text, complaint):

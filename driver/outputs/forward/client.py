@@ -31,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
 import logging
 import random
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -85,12 +87,18 @@ def parse_address(text: str, *, allow_port_zero: bool = False) -> Address:
 
     allow_port_zero is for listeners (the receiver): port 0 asks the kernel for a free port.
     """
-    text = text.strip()
     if not text:
         return Address("tcp", DEFAULT_HOST, codec.DEFAULT_PORT)
     if "://" not in text:
         text = "tcp://" + text
-    parts = urlsplit(text)
+    if _CONTROL.search(text) or text[0].isspace() or (" " in text and not text.lower().startswith("unix:")):
+        raise ValueError(f"invalid fluentd-address {text!r}: spaces and control characters have no place in it")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - urlsplit checks the port and brackets only when asked
+    except ValueError as exc:
+        detail = "the port must be a number from 1 to 65535" if "ort" in str(exc) else str(exc)
+        raise ValueError(f"invalid fluentd-address {text!r}: {detail}") from None
     scheme = parts.scheme.lower()
     if scheme == "unix":
         if parts.netloc or not parts.path.strip("/"):
@@ -105,17 +113,30 @@ def parse_address(text: str, *, allow_port_zero: bool = False) -> Address:
         )
     if parts.path or parts.query or parts.fragment:
         raise ValueError(f"invalid fluentd-address {text!r}: a tcp or tls address has no path")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(
-            f"invalid fluentd-address {text!r}: the port must be a number from 1 to 65535"
-        ) from None
+    host = parts.hostname or DEFAULT_HOST
+    if not (_HOST_NAME.fullmatch(host) or (parts.netloc.rpartition("@")[2].startswith("[") and _is_ip6(host))):
+        raise ValueError(f"invalid fluentd-address {text!r}: {host!r} is not a host name or IP address")
+    port = parts.port
     if port == 0 and not allow_port_zero:
         raise ValueError(f"invalid fluentd-address {text!r}: the port must be a number from 1 to 65535")
     if port is None:
         port = codec.DEFAULT_PORT
-    return Address(scheme, parts.hostname or DEFAULT_HOST, port)  # type: ignore[arg-type]
+    return Address(scheme, host, port)  # type: ignore[arg-type]
+
+
+# What Go's url.Parse refuses in Docker's parser (control characters; spaces but in a unix path), and the host
+# names it takes: letters (any script), digits, "-", ".", "_" (Go also lets ~ !$&'()*+,;= through, which no
+# resolver knows). A name that does not resolve is a destination that is down, not an error.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOST_NAME = re.compile(r"[^\x00-\x2c/:-@\[-^`{-\x7f]+")
+
+
+def _is_ip6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 # -------------------------------------------------------------------------------------------------------- tls
