@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import msgpack
 
-from driver.forward.client import DeliveryError
+from driver.outputs.forward.client import DeliveryError
 from driver.frames import encode_entry
 from driver.journal import CursorStore, Journal
-from driver.sinks.forward import BATCH_BYTES, PROBE_BYTES, ForwardSink
+from driver.outputs.forward.sink import BATCH_BYTES, PROBE_BYTES, ForwardSink
 
 CID = "c" * 64
 
