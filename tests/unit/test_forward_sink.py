@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import msgpack
 
-from driver.outputs.forward.client import DeliveryError
 from driver.frames import encode_entry
 from driver.journal import CursorStore, Journal
+from driver.outputs.forward.client import DeliveryError
 from driver.outputs.forward.sink import BATCH_BYTES, PROBE_BYTES, ForwardSink
 
 CID = "c" * 64
