@@ -47,11 +47,10 @@ def live_row(p) -> dict:
     end = p.journal.end
     outputs = [{"name": JSONLOG, "backlog_bytes": max(0, end - p.jsonlog.done_pos),
                 "lag_seconds": round(p.lag_seconds(JSONLOG), 3)}]
-    if p.forward is not None:
-        f = p.forward
-        outputs.append({"name": FORWARD, "acked": f.stats.acked, "dropped": f.cursor.dropped_frames,
-                        "backlog_bytes": max(0, end - f.done_pos), "lag_seconds": round(p.lag_seconds(FORWARD), 3),
-                        "up": f.stats.connected, "last_error": f.stats.last_error or None})
+    for f in p.outputs:  # each output the container's options turned on (driver.outputs)
+        outputs.append({"name": f.name, "acked": f.stats.acked, "dropped": f.cursor.dropped_frames,
+                        "backlog_bytes": max(0, end - f.done_pos), "lag_seconds": round(p.lag_seconds(f.name), 3),
+                        "up": f.up, "last_error": getattr(f.stats, "last_error", "") or None})
     return {"id": p.container_id[:12], "name": p.info.container_name.lstrip("/") or p.container_id[:12],
             "state": "running" if p.fifo is not None else "draining",
             "received": sum(p.stats.received_lines.values()), "stored": p.stats.lines_written,
