@@ -145,7 +145,9 @@ async def stop_serving(runner, settings: Settings) -> None:
 
 
 # ---- the command ------------------------------------------------------------------------------------------
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket, stdlib only (the tests' client uses it too)."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self.unix_path = path
@@ -158,7 +160,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 def fetch(path: str, timeout: float = 5.0) -> dict:
     """The running plugin's report; OSError or http.client.HTTPException when it does not answer."""
-    conn = _UnixHTTPConnection(path, timeout)
+    conn = UnixHTTPConnection(path, timeout)
     try:
         conn.request("GET", "/status")
         resp = conn.getresponse()

@@ -6,12 +6,13 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from driver.status import UnixHTTPConnection
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -118,20 +119,9 @@ def unmount_all(prefix: Path) -> list[str]:
     return mounts_under(prefix)
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
-
-
 def unix_http(path: str, method: str, url: str, body: bytes = b"", timeout: float = 2.0) -> tuple[int, bytes]:
     """One HTTP request over a unix socket; raises OSError if nobody answers."""
-    conn = _UnixHTTPConnection(path, timeout)
+    conn = UnixHTTPConnection(path, timeout)
     try:
         conn.request(method, url, body=body, headers={"Accept": "application/vnd.docker.plugins.v1.2+json"})
         resp = conn.getresponse()
