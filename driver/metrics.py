@@ -3,6 +3,10 @@
 Nothing on the data path touches prometheus_client: pipelines bump plain ints (driver.stats) and this collector
 turns them into metric families when scraped. Per-container series exist only while the container has a pipeline
 (it runs, or its journal still has backlog); totals keep the finished containers' counts.
+
+Every counter is a lifetime count that never goes below a value already exposed, across restarts and SIGKILLs:
+it shows the counts as last saved with the cursors (what a restart continues from), which run behind the live
+ones by at most one save (json.log: 1 s; an output: one batch, or 1 s while its client retries).
 """
 
 from __future__ import annotations
@@ -90,15 +94,16 @@ class LogbridgeCollector:
                                        labels=["container_id", "reason"])
         for p in live:
             cid = p.container_id[:12]
+            saved, _ = p.saved_counts()
             jbytes.add_metric([cid], p.journal.size())
             jmax.add_metric([cid], p.journal.max_bytes)
             jsegs.add_metric([cid], p.journal.segment_count())
             for c in p.consumers:
                 backlog.add_metric([cid, c.name], max(0, p.journal.end - c.done_pos))
                 lag.add_metric([cid, c.name], p.lag_seconds(c.name))
-            cwritten.add_metric([cid], p.stats.lines_written)
+            cwritten.add_metric([cid], saved.lines_written)
             for reason in DROP_REASONS:
-                cdropped.add_metric([cid, reason], p.stats.lines_dropped(reason))
+                cdropped.add_metric([cid, reason], saved.lines_dropped(reason))
         yield from (jbytes, jmax, jsegs, backlog, lag, cwritten, cdropped)
         refused = CounterMetricFamily("logbridge_state_save_failures",
                                       "writes of a plugin state file the disk refused (each is retried)",
@@ -111,17 +116,16 @@ class LogbridgeCollector:
     def _output_families(self, live) -> Iterator[Metric]:
         """Each output's counts, labelled by its name (``sink``, as when forward was the only one)."""
         sinks = [(p.container_id[:12], s) for p in live for s in p.outputs]
+        totals = self.registry.output_totals()
         names = [o.name for o in outputs.available()]
-        names += sorted({s.name for _, s in sinks} - set(names))  # an output unregistered while it still runs
-        totals = self.registry.finished_outputs
-        counts = {name: Counter(totals.get(name, {})) for name in names}
-        for _, s in sinks:
-            counts[s.name].update(s.run_counts())
+        names += sorted(set(totals) - set(names))  # an output unregistered while it still runs
+        counts = {name: totals.get(name, Counter()) for name in names}
         fams = {
             "forwarded": CounterMetricFamily("logbridge_sink_lines_forwarded",
                                              "records written to the aggregator, resends included", labels=["sink"]),
-            "acked": CounterMetricFamily("logbridge_sink_lines_acked", "records the aggregator acknowledged",
-                                         labels=["sink"]),
+            "acked": CounterMetricFamily("logbridge_sink_lines_acked",
+                                         "lines the destination acknowledged, each once (a resend after a kill "
+                                         "counts when its acknowledgement is saved)", labels=["sink"]),
             "retried": CounterMetricFamily("logbridge_sink_lines_retried", "records sent again after a failure",
                                            labels=["sink"]),
             "failures": CounterMetricFamily("logbridge_sink_failures", "failed delivery attempts", labels=["sink"]),

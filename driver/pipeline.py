@@ -7,7 +7,6 @@ neither disk nor network work ever sits between the FIFO and the journal.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from concurrent.futures import Executor
@@ -27,6 +26,9 @@ from driver.stats import ContainerStats
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 1.0  # seconds before a consumer stopped by a full disk tries again
+# An idle consumer whose position is not saved yet saves it after this long: metrics show saved counts (they never
+# go back after a kill), so a container that went quiet must not keep its last lines out of them.
+SAVE_WHEN_IDLE = 1.0
 
 
 class Pipeline:
@@ -50,15 +52,6 @@ class Pipeline:
         container = outputs.Container(info, opts, self.journal, store, log_path(settings.log_root, info.container_id))
         self.outputs: list[Consumer] = outputs.build(container, shared or outputs.Shared())
         self.consumers: list[Consumer] = [self.jsonlog, *self.outputs]
-        # Counts restored from the cursors are the container's lifetime counts; the part of them already folded
-        # into the plugin's totals (when it last finished or the plugin stopped) is kept beside them.
-        self.baseline = ContainerStats(info.container_id)
-        self._folded_path = os.path.join(self.dir, "folded.json")
-        try:
-            with open(self._folded_path, encoding="utf-8") as f:
-                self.baseline.restore(json.load(f))
-        except (FileNotFoundError, ValueError):
-            pass
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}
         self._idle = {c.name: asyncio.Event() for c in self.consumers}
@@ -155,8 +148,17 @@ class Pipeline:
 
     async def _run(self, consumer: Consumer) -> None:
         wake, idle = self._wake[consumer.name], self._idle[consumer.name]
+        tried = None  # the position an idle save was last tried at (a full disk: not again every second)
         while True:
-            await wake.wait()
+            if consumer.cursor.pos in (consumer.saved_pos, tried) or not idle.is_set():
+                await wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(wake.wait(), SAVE_WHEN_IDLE)
+                except TimeoutError:  # in this task, so never beside a step of the same consumer
+                    tried = consumer.cursor.pos
+                    await self._loop.run_in_executor(self._executor, consumer.flush)
+                    continue
             wake.clear()
             if self._closing:
                 await self._last_steps(consumer)
@@ -249,15 +251,14 @@ class Pipeline:
             await c.aclose()
         self.closed.set()
 
-    def fold_into(self, totals: ContainerStats, save) -> None:
-        """Add what this container counted since its last fold to ``totals`` and remember it was added
-        (``save(path, render)`` writes folded.json, later if the disk refuses it now: StateFiles.save)."""
-        totals.add(self.stats)
-        totals.add(self.baseline, sign=-1)
-        self.baseline = ContainerStats(self.container_id)
-        self.baseline.add(self.stats)
-        text = json.dumps(self.baseline.to_json())
-        save(self._folded_path, lambda: text)
+    def saved_counts(self) -> tuple[ContainerStats, dict[str, dict[str, int]]]:
+        """The container's lifetime counts as last saved with its cursors (json.log's; each output's, by name).
+
+        A restart after a kill continues from exactly these, so metrics built on them never go back; the live
+        counts run ahead by at most one save (json.log's: a second; an output's: one batch or one second)."""
+        stats = ContainerStats(self.container_id)
+        stats.restore(self.jsonlog.cursor.extra.get("stats", {}))
+        return stats, {c.name: dict(c.saved) for c in self.outputs}
 
     @property
     def closing(self) -> bool:

@@ -25,7 +25,7 @@ from driver.profiles import Profiles
 from driver.retention import Retention, RetentionPolicy
 from driver.settings import Settings
 from driver.sinks.jsonlog import NAME as JSONLOG
-from driver.statedir import container_dir, journal_end, read_cursor
+from driver.statedir import container_dir, container_ids, cursor_names, journal_end, read_cursor
 from driver.statefiles import StateFiles
 from driver.stats import ContainerStats
 
@@ -41,8 +41,12 @@ class Registry:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="consumer")
         self.pipelines: dict[str, Pipeline] = {}
         self.fifos: dict[str, str] = {}  # FIFO path → container id
-        self.finished_totals = ContainerStats("finished")  # counts of containers whose pipeline closed
+        # Lifetime counts of containers folded in when their pipeline closed (or the plugin stopped), and per
+        # container the part of its counts they hold: a pipeline adds only what it saved beyond that. All three
+        # are saved in one file, so a kill leaves them consistent with each other.
+        self.finished_totals = ContainerStats("finished")
         self.finished_outputs: defaultdict[str, Counter] = defaultdict(Counter)  # their outputs' counts, by output
+        self.folded: dict[str, tuple[ContainerStats, dict[str, Counter]]] = {}
         self.shared = outputs.Shared()  # the outputs' resources shared by containers
         self._totals_path = os.path.join(settings.state_dir, "totals.json")
         self.state_files = StateFiles(loop)  # a full state dir: warned once, counted, retried
@@ -94,24 +98,48 @@ class Registry:
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
     def _new_pipeline(self, info: LogInfo, opts) -> Pipeline:
+        if not os.path.isdir(os.path.join(container_dir(self.settings.state_dir, info.container_id), "cursors")):
+            self.folded.pop(info.container_id, None)  # its old state is gone: its counts start again from 0
         pipeline = Pipeline(info, opts, self.settings, self._executor, self._loop, self._finished, self.shared)
         self.pipelines[info.container_id] = pipeline
         return pipeline
 
+    # ---- counts: lifetime, from what was saved, so that none ever goes below a value already exposed ----------
     def totals(self) -> ContainerStats:
-        """Counts over every container: finished ones (persisted) plus what live ones did in this run."""
+        """Counts over every container: folded ones plus what live ones saved beyond their folded part."""
         total = ContainerStats("all")
         total.add(self.finished_totals)
-        for p in self.pipelines.values():
-            total.add(p.stats)
-            total.add(p.baseline, sign=-1)
+        for cid, p in self.pipelines.items():
+            stats, _ = p.saved_counts()
+            total.add(stats)
+            if cid in self.folded:
+                total.add(self.folded[cid][0], sign=-1)
+        return total
+
+    def output_totals(self) -> defaultdict[str, Counter]:
+        """Each output's counts (driver.outputs.OutputConsumer.saved keys) over every container, by output."""
+        total: defaultdict[str, Counter] = defaultdict(Counter)
+        for name, counts in self.finished_outputs.items():
+            total[name].update(counts)
+        for cid, p in self.pipelines.items():
+            for name, counts in p.saved_counts()[1].items():
+                total[name].update(counts)
+            for name, counts in self.folded.get(cid, (None, {}))[1].items():
+                total[name].subtract(counts)
         return total
 
     def _fold(self, pipeline: Pipeline) -> None:
-        pipeline.fold_into(self.finished_totals, self.state_files.save)
-        for sink in pipeline.outputs:
-            self.finished_outputs[sink.name].update(sink.run_counts())
-            sink.reset_run_counts()
+        self._fold_counts(pipeline.container_id, *pipeline.saved_counts())
+
+    def _fold_counts(self, cid: str, stats: ContainerStats, sinks: dict[str, dict[str, int]]) -> None:
+        """Move what the container saved beyond its folded part into the finished totals (idempotent)."""
+        base_stats, base_sinks = self.folded.get(cid, (ContainerStats(cid), {}))
+        self.finished_totals.add(stats)
+        self.finished_totals.add(base_stats, sign=-1)
+        for name in set(sinks) | set(base_sinks):
+            self.finished_outputs[name].update(sinks.get(name, {}))
+            self.finished_outputs[name].subtract(base_sinks.get(name, {}))
+        self.folded[cid] = (stats, {name: Counter(counts) for name, counts in sinks.items()})
 
     def _finished(self, pipeline: Pipeline) -> None:
         """A pipeline whose FIFO ended and whose consumers caught up: drop it and its FIFO entries."""
@@ -143,6 +171,7 @@ class Registry:
             except Exception as exc:  # noqa: BLE001 - one broken entry must not stop the others
                 log.error("could not re-attach FIFO", extra={"fifo": fifo, "error": str(exc)})
         self._resume_unfinished()
+        self._save_totals()
         self._save_table()
 
     def _resume_unfinished(self) -> None:
@@ -155,6 +184,9 @@ class Registry:
                 opts = parse_options(self.profiles.apply(info.config))
                 consumers = [JSONLOG] + [o.name for o in outputs.turned_on(opts)]
                 if not self._has_backlog(cid, consumers):
+                    # A container that ended while the plugin was down: what it saved since its last fold
+                    # (it was live when the plugin was killed) goes into the totals now.
+                    self._fold_counts(cid, *saved_counts_on_disk(container_dir(self.settings.state_dir, cid)))
                     continue
                 pipeline = self._new_pipeline(info, opts)
                 pipeline.seal()
@@ -221,14 +253,52 @@ class Registry:
         # A totals.json written before outputs were plug-ins has the forward sink's counts under "forward".
         for name, counts in data.get("outputs", {"forward": data.get("forward", {})}).items():
             self.finished_outputs[name].update(counts)
+        for cid, part in data.get("folded", {}).items():
+            stats = ContainerStats(cid)
+            stats.restore(part.get("containers", {}))
+            self.folded[cid] = (stats, {name: Counter(c) for name, c in part.get("outputs", {}).items()})
+        if "folded" not in data:
+            self._folded_before_upgrade()
+
+    def _folded_before_upgrade(self) -> None:
+        """totals.json from before lifetime counts: each container's folded part was its folded.json, and what its
+        outputs had folded was what their cursors held then (only acked and the drops were saved)."""
+        for cid in container_ids(self.settings.state_dir):
+            cdir = container_dir(self.settings.state_dir, cid)
+            try:
+                with open(os.path.join(cdir, "folded.json"), encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                continue
+            stats = ContainerStats(cid)
+            stats.restore(data)
+            self.folded[cid] = (stats, {name: Counter(c) for name, c in saved_counts_on_disk(cdir)[1].items()})
 
     def _save_totals(self) -> None:
-        """Finished containers' counts, so the plugin's totals survive its restarts (a retry writes the newest)."""
-        self.state_files.save(self._totals_path, lambda: json.dumps({"containers": self.finished_totals.to_json(),
-                                                                     "outputs": self.finished_outputs}))
+        """Finished containers' counts and the folded part of each container's, so the plugin's totals survive
+        its restarts (a retry writes the newest). A container whose state is gone needs no folded part any more
+        (its counts stay in)."""
+        self.folded = {cid: part for cid, part in self.folded.items()
+                       if os.path.isdir(os.path.join(container_dir(self.settings.state_dir, cid), "cursors"))}
+        self.state_files.save(self._totals_path, self._render_totals)
+
+    def _render_totals(self) -> str:
+        folded = {cid: {"containers": stats.to_json(), "outputs": {n: dict(c) for n, c in sinks.items()}}
+                  for cid, (stats, sinks) in self.folded.items()}
+        finished = {n: dict(c) for n, c in self.finished_outputs.items()}
+        return json.dumps({"containers": self.finished_totals.to_json(), "outputs": finished, "folded": folded})
 
     def _save_table(self) -> None:
         self.state_files.save(self._table, lambda: json.dumps(self.fifos))
+
+
+def saved_counts_on_disk(cdir: str) -> tuple[ContainerStats, dict[str, dict[str, int]]]:
+    """Pipeline.saved_counts for a container without a pipeline, from its cursor files."""
+    stats = ContainerStats(os.path.basename(cdir))
+    stats.restore(read_cursor(cdir, JSONLOG).extra.get("stats", {}))
+    known = {o.name: o for o in outputs.available()}
+    return stats, {name: (known[name].saved_counts if name in known else outputs.acked.saved_counts)(
+        read_cursor(cdir, name)) for name in cursor_names(cdir) if name != JSONLOG}
 
 
 def give_back_memory() -> None:

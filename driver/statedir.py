@@ -54,6 +54,14 @@ def read_cursor(cdir: str, name: str) -> SavedCursor:
                        saved_at)
 
 
+def cursor_names(cdir: str) -> list[str]:
+    """The consumers that saved a cursor in a container's state (json.log's and each output's)."""
+    try:
+        return sorted(n[: -len(".json")] for n in os.listdir(os.path.join(cdir, "cursors")) if n.endswith(".json"))
+    except FileNotFoundError:
+        return []
+
+
 def journal_end(cdir: str) -> int | None:
     """The stream offset after the journal's last byte (the last segment's name plus its size); None without
     segments."""

@@ -21,12 +21,12 @@ import sys
 import time
 
 from driver.settings import Settings
-from driver.statedir import container_dir, container_ids, journal_end, read_cursor, read_info
+from driver.statedir import container_dir, container_ids, cursor_names, journal_end, read_cursor, read_info
 
 log = logging.getLogger(__name__)
 
 SOCKET = "status.sock"
-JSONLOG, FORWARD = "jsonlog", "forward"  # consumer names (driver.sinks.jsonlog.NAME, driver.outputs.forward.sink.NAME)
+JSONLOG = "jsonlog"  # json.log's consumer name (driver.sinks.jsonlog.NAME); every other cursor is an output's
 
 
 def socket_path(state_dir: str) -> str:
@@ -63,20 +63,23 @@ def saved_row(state_dir: str, cid: str) -> dict | None:
     jsonlog = read_cursor(cdir, JSONLOG)
     if jsonlog.saved_at is None:
         return None
-    forward = read_cursor(cdir, FORWARD)
     info = read_info(cdir)
     stats = jsonlog.extra.get("stats", {})
     end = journal_end(cdir)
     end = jsonlog.pos if end is None else end
     outputs = [{"name": JSONLOG, "backlog_bytes": max(0, end - jsonlog.pos), "lag_seconds": None}]
-    if forward.saved_at is not None or "fluentd-address" in info.get("Config", {}):  # forwards, maybe never acked
-        outputs.append({"name": FORWARD, "acked": int(forward.extra.get("acked", 0)),
-                        "dropped": forward.dropped_frames, "backlog_bytes": max(0, end - forward.pos),
-                        "lag_seconds": None, "up": None, "last_error": None})
+    saved_at = [jsonlog.saved_at]
+    # Each output saves its cursor from its start (driver.outputs.acked), so its file says it is there.
+    for name in (n for n in cursor_names(cdir) if n != JSONLOG):
+        cursor = read_cursor(cdir, name)
+        saved_at.append(cursor.saved_at)
+        outputs.append({"name": name, "acked": int(cursor.extra.get("acked", 0)), "dropped": cursor.dropped_frames,
+                        "backlog_bytes": max(0, end - cursor.pos), "lag_seconds": None, "up": None,
+                        "last_error": None})
     return {"id": cid[:12], "name": _name(info, cid), "state": "stopped",
             "received": sum(stats.get("received_lines", {}).values()), "stored": int(stats.get("lines_written", 0)),
             "dropped": _nonzero(stats.get("dropped_lines", {})), "outputs": outputs,
-            "as_of": max(t for t in (jsonlog.saved_at, forward.saved_at) if t is not None)}
+            "as_of": max(t for t in saved_at if t is not None)}
 
 
 def saved_rows(state_dir: str, skip: set[str] = frozenset()) -> list[dict]:

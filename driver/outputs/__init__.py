@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from driver.outputs import acked
+
 if TYPE_CHECKING:  # driver.options imports this module: only annotations name it here
     from driver.info import LogInfo
-    from driver.journal import CursorStore, Journal
+    from driver.journal import Cursor, CursorStore, Journal
     from driver.options import Option, Options
     from driver.sinks.base import Consumer
 
@@ -30,16 +32,13 @@ class OutputConsumer(Protocol):
     """A journal consumer (driver.sinks.base.Consumer) that delivers somewhere, as the metrics see it
     (driver.outputs.acked.AckedOutput is the base the built-in outputs build on).
 
-    ``run_counts()`` are this run's counts, keyed ``forwarded`` (sent, resends included), ``acked``, ``retried``,
-    ``failures``, ``dropped`` (lost to the journal cap) and ``dropped_<reason>`` for any other reason; a missing
-    key counts 0. The registry adds them to its totals when the container finishes, then ``reset_run_counts()``.
-    ``up``: its last delivery attempt succeeded."""
+    ``saved`` are its lifetime counts as last saved with its cursor, keyed ``forwarded`` (sent, resends included),
+    ``acked``, ``retried``, ``failures``, ``dropped`` (lost to the journal cap) and ``dropped_<reason>`` for any
+    other reason; a missing key counts 0. A restart continues from exactly these, so the metrics, built on them,
+    never go back. ``up``: its last delivery attempt succeeded."""
 
     name: str
-
-    def run_counts(self) -> dict[str, int]: ...
-
-    def reset_run_counts(self) -> None: ...
+    saved: dict[str, int]
 
     @property
     def up(self) -> bool: ...
@@ -68,6 +67,8 @@ class Output:
     build: Callable[[Container, Any], Consumer]  # (container, shared resource or None) → its consumer
     check: Callable[[Options], None] = _no_check  # combinations of its options; raises OptionError at docker run
     make_shared: Callable[[], Any] | None = None  # one per plugin process, handed to every build; aclose() at exit
+    # its consumer's ``saved`` counts read from its cursor, for a container without a pipeline now
+    saved_counts: Callable[[Cursor], dict[str, int]] = acked.saved_counts
 
 
 _outputs: dict[str, Output] = {}

@@ -7,13 +7,17 @@ back to the journal when a delivery fails (counted as the cap's drops if the cap
 the counts the metrics show. Each output owns its batching and its client: it turns entries into a batch
 (``_batch``) and delivers it (``_deliver``), and counts what its destination did with it in ``self.stats``.
 
-A kill repeats at most the batches in flight: the saved cursor is the end of the last acknowledged one.
+A kill repeats at most the batches in flight: the saved cursor is the end of the last acknowledged one. The counts
+are lifetime counts saved with the cursor, and ``saved`` holds them as last saved: a restart continues from exactly
+those, so metrics built on ``saved`` never go below a value they already showed (Prometheus would see a reset),
+and ``acked`` counts each line once however often a kill made it go again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,12 +27,25 @@ from driver.sinks.base import read_frames
 
 log = logging.getLogger(__name__)
 
+COUNTS = ("forwarded", "acked", "retried", "failures")  # OutputStats' counters, saved in the cursor's extra
+SAVE_COUNTS_EVERY = 1.0  # seconds between saves of the counts while a delivery retries inside its client
+
+
+def saved_counts(cursor) -> dict[str, int]:
+    """An output consumer's lifetime counts as saved in its cursor (driver.journal.Cursor, or statedir's reading
+    of one): COUNTS, ``dropped`` (the journal cap's) and ``dropped_<reason>`` for the output's other reasons."""
+    extra = cursor.extra
+    counts = {key: int(extra.get(key, 0)) for key in COUNTS}
+    counts["dropped"] = cursor.dropped_frames
+    counts.update({f"dropped_{reason}": int(n) for reason, n in extra.get("dropped", {}).items()})
+    return counts
+
 
 @dataclass
 class OutputStats:
     """One output consumer's counts (the metrics and the status view read them)."""
 
-    forwarded: int = 0  # entries sent, resends included
+    forwarded: int = 0  # entries sent, resends included (each count here is over the container's lifetime)
     acked: int = 0  # lines the destination acknowledged and past the saved cursor
     retried: int = 0  # entries sent again after a failure
     failures: int = 0  # failed delivery attempts
@@ -66,30 +83,17 @@ class AckedOutput:
         if self.cursor.pos < journal.start:
             self.cursor.pos = journal.start  # the cap took frames while the plugin was down
         self.stats = stats if stats is not None else OutputStats()
-        self.stats.acked = int(self.cursor.extra.get("acked", 0))
+        for key in COUNTS:
+            setattr(self.stats, key, int(self.cursor.extra.get(key, 0)))
         self.stats.dropped.update(self.cursor.extra.get("dropped", {}))
-        self._base = self._lifetime()  # restored counts: run_counts() are this run's
+        self.saved = saved_counts(self.cursor)  # the counts as last saved: what metrics show
         self._sealed = False
         self._saved_pos = self.cursor.pos
         self._pending: Batch | None = None  # prepared, not yet acknowledged
         self._limit = self.BATCH_BYTES  # an output may lower it (a destination that found a batch too large)
         journal.cursors[self.name] = self.cursor
-
-    # ---- counts ----------------------------------------------------------------------------------------------
-    def _lifetime(self) -> dict[str, int]:
-        return {"acked": self.stats.acked, "dropped": self.cursor.dropped_frames,
-                **{f"dropped_{k}": v for k, v in self.stats.dropped.items()}}
-
-    def run_counts(self) -> dict[str, int]:
-        """This run's counts in the outputs' keys (driver.outputs.OutputConsumer): the cursor restores lifetime
-        ones; totals add runs up."""
-        counts = {k: v - self._base.get(k, 0) for k, v in self._lifetime().items()}
-        counts.update(forwarded=self.stats.forwarded, retried=self.stats.retried, failures=self.stats.failures)
-        return counts
-
-    def reset_run_counts(self) -> None:
-        self.stats.forwarded = self.stats.retried = self.stats.failures = 0
-        self._base = self._lifetime()
+        if not os.path.exists(os.path.join(store.dir, f"{self.name}.json")):
+            self._save(self.cursor.pos)  # from the start: the state files then say the container has this output
 
     @property
     def up(self) -> bool:
@@ -146,6 +150,9 @@ class AckedOutput:
                 if not following.exception() and following.result():
                     taken.append(following.result())
             self._give_back(taken)
+            # Saved at once (the position is the same) so that failures and retries count across a kill too.
+            if not self._save(self._saved_pos, in_place_only=True):
+                await loop.run_in_executor(executor, self._save, self._saved_pos)
             return True
         self._saved_pos = batch.end
         self._pending = None
@@ -183,15 +190,36 @@ class AckedOutput:
             if self.journal.take(self.cursor, start, used):
                 return self._batch(start, start + used, entries, offsets)
 
+    async def _saving_counts(self, delivery):
+        """Await a delivery that retries inside its client for as long as the destination is away, saving the
+        counts it moves (sends, failures) every SAVE_COUNTS_EVERY meanwhile: metrics show saved counts."""
+        task = asyncio.ensure_future(delivery)
+        try:
+            while not (await asyncio.wait([task], timeout=SAVE_COUNTS_EVERY))[0]:
+                self._save(self._saved_pos, in_place_only=True)  # one pwrite, or at the next ack
+            return task.result()
+        finally:
+            task.cancel()  # closing: the saved cursor re-reads the batch later (a no-op once it is done)
+
+    def _extra(self) -> dict:
+        """What the cursor saves beside the position (an output may add its own)."""
+        extra: dict = {key: getattr(self.stats, key) for key in COUNTS}
+        extra["dropped"] = dict(self.stats.dropped)
+        return extra
+
     def _save(self, pos: int, in_place_only: bool = False) -> bool:
         """Whether it was done (see CursorStore.save); a failed save is logged and counts as done."""
+        extra = self._extra()
+        cap_dropped = self.cursor.dropped_frames  # read first: the cap may add more, saved with it (never less)
         try:
-            return self.store.save(self.cursor, pos=pos, extra={"acked": self.stats.acked,
-                                                                  "dropped": dict(self.stats.dropped)},
-                                   in_place_only=in_place_only)
+            done = self.store.save(self.cursor, pos=pos, extra=extra, in_place_only=in_place_only)
         except OSError as exc:
             log.warning("could not save an output's cursor", extra={"sink": self.name, "error": str(exc)})
             return True
+        if done:
+            self.cursor.extra = extra
+            self.saved = {**saved_counts(self.cursor), "dropped": cap_dropped}
+        return done
 
     def flush(self) -> None:
         self._save(self._saved_pos)

@@ -3,9 +3,11 @@ received once quiet; counts survive a plugin restart."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -13,6 +15,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.plugin_harness import ROOT, FakeLogger, PluginProcess, wait_for
+from tests.process.test_forward_process import write_numbers
 
 
 def free_port() -> int:
@@ -79,10 +82,11 @@ def test_forward_outage_then_recovery_balances(metrics_plugin, tmp_path):
     logger.start()
     for i in range(2000):
         logger.log(b"line %d" % i)
-    time.sleep(1)
-    m = scrape(p.addr)
+    # json.log does not wait for the aggregator (counters show saved counts: poll, they lag by one save)
+    m = wait_for(lambda: (lambda m: m if total(m, "logbridge_lines_written_total") == 2000 else None)(
+        scrape(p.addr)), timeout=30)
+    assert m, scrape(p.addr)
     assert total(m, "logbridge_sink_up", sink="forward") == 0
-    assert total(m, "logbridge_lines_written_total") == 2000  # json.log does not wait for the aggregator
     assert total(m, "logbridge_backlog_bytes", sink="forward") > 0
     out = tmp_path / "received.jsonl"
     receiver = subprocess.Popen([sys.executable, "-m", "driver.receiver", "--listen", f"tcp://127.0.0.1:{port}",
@@ -150,3 +154,179 @@ def test_record_ids_repeat_on_resend_and_differ_otherwise(metrics_plugin, tmp_pa
     finally:
         receiver.terminate()
         receiver.wait(10)
+
+
+def counters(m: dict) -> dict:
+    return {key: v for key, v in m.items() if key[0].endswith("_total")}
+
+
+def scrape_when_up(addr: str) -> dict:
+    def up():
+        try:
+            return scrape(addr)
+        except requests.ConnectionError:
+            return None
+    m = wait_for(up, timeout=30)
+    assert m is not None, "metrics endpoint did not come up"
+    return m
+
+
+def kill_three_times_mid_stream(p: PluginProcess, loggers: list[FakeLogger], lines: int) -> int:
+    """Write ``lines`` numbered lines per logger and SIGKILL the plugin once some were acknowledged, three times;
+    after each restart no counter series is below its last scrape before the kill (Prometheus would take it for
+    a reset). Returns the lines written per logger."""
+    n = 0
+    for kill in range(3):
+        for lg in loggers:
+            write_numbers(lg, n + 1, n + lines)
+        n += lines
+        acked_at_start = total(scrape_when_up(p.addr), "logbridge_sink_lines_acked_total")
+        assert wait_for(lambda a=acked_at_start: total(scrape(p.addr), "logbridge_sink_lines_acked_total") > a,
+                        timeout=30), "nothing acked in this run"
+        before = counters(scrape(p.addr))
+        p.kill()
+        p.start()
+        after = counters(scrape_when_up(p.addr))
+        went_back = {f"{name}{dict(labels)}": (v, after.get((name, labels), 0))
+                     for (name, labels), v in before.items() if after.get((name, labels), 0) < v}
+        assert not went_back, f"kill {kill + 1}: counters below their last scrape (before, after): {went_back}"
+    for lg in loggers:
+        lg.stop()
+    return n
+
+
+def settled_acked(p: PluginProcess, want: int) -> dict:
+    """The metrics once the outputs' acked lines reached ``want`` (counts lag a save: poll)."""
+    m = wait_for(lambda: (lambda m: m if total(m, "logbridge_sink_lines_acked_total") >= want else None)(
+        scrape(p.addr)), timeout=30)
+    return m or scrape(p.addr)
+
+
+def test_counters_never_go_back_across_sigkills_and_acked_is_what_the_receiver_got(metrics_plugin, tmp_path):
+    """issue 14.1 / 12.2: SIGKILL mid-stream, three times. No counter goes back, and once quiet the forward sink's
+    acked lines are the lines the receiver acknowledged, each once, over the whole lifetime."""
+    from tests.support.receiver import ReceiverProcess
+
+    p = metrics_plugin
+    rcv = ReceiverProcess(tmp_path / "receiver", "--ack-delay", "0.05").start()
+    loggers = [FakeLogger(p, config={"fluentd-address": rcv.address, "fluentd-retry-wait": "100ms"})
+               for _ in range(2)]
+    try:
+        for lg in loggers:
+            lg.start()
+        n = kill_three_times_mid_stream(p, loggers, 20000)
+
+        def delivered():
+            return {(r["record"]["container_id"], r["record"]["log"]) for r in rcv.records()}
+
+        assert wait_for(lambda: len(delivered()) == 2 * n, timeout=90), len(delivered())
+        m = settled_acked(p, 2 * n)
+        print(f"\n[forward, 3 SIGKILLs] receiver: {len(rcv.records())} records, {len(delivered())} distinct; "
+              f"acked {total(m, 'logbridge_sink_lines_acked_total')}")
+        assert total(m, "logbridge_sink_lines_acked_total") == len(delivered()) == 2 * n
+        assert total(m, "logbridge_lines_received_total") == total(m, "logbridge_lines_written_total") == 2 * n
+    finally:
+        for lg in loggers:
+            lg.close()
+        rcv.stop()
+
+
+class LokiInThread:
+    """tests/support/loki.py's receiver on its own event loop in a thread, for a plugin that is a process."""
+
+    def __init__(self) -> None:
+        from tests.support.loki import LokiReceiver
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.receiver = LokiReceiver()
+        self.url = self.call(self.receiver.start())
+
+    def call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def entries(self) -> list[tuple]:
+        """(stream labels, line) of every entry Loki stored, duplicates included."""
+        async def read():
+            return [(labels, line) for labels, s in self.receiver.streams().items() for _, line, _ in s.entries]
+        return self.call(read())
+
+    def stop(self) -> None:
+        self.call(self.receiver.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_loki_counters_never_go_back_across_sigkills_and_acked_is_what_loki_stored(metrics_plugin):
+    """As the forward test, for the Loki output: its acked lines end equal to the lines Loki stored, each once."""
+    p = metrics_plugin
+    loki = LokiInThread()
+    loggers = [FakeLogger(p, config={"loki-url": loki.url, "loki-batch-wait": "100ms",
+                                     "loki-min-backoff": "100ms"}) for _ in range(2)]
+    try:
+        for lg in loggers:
+            lg.start()
+        n = kill_three_times_mid_stream(p, loggers, 20000)
+        assert wait_for(lambda: len(set(loki.entries())) == 2 * n, timeout=90), len(set(loki.entries()))
+        m = settled_acked(p, 2 * n)
+        print(f"\n[loki, 3 SIGKILLs] Loki: {len(loki.entries())} entries, {len(set(loki.entries()))} distinct; "
+              f"acked {total(m, 'logbridge_sink_lines_acked_total')}")
+        assert total(m, "logbridge_sink_lines_acked_total", sink="loki") == len(set(loki.entries())) == 2 * n
+        assert total(m, "logbridge_lines_received_total") == total(m, "logbridge_lines_written_total") == 2 * n
+    finally:
+        for lg in loggers:
+            lg.close()
+        loki.stop()
+
+
+def test_prometheus_increase_across_sigkills_is_the_lines_written_meanwhile(metrics_plugin, tmp_path):
+    """issue 12.2: a real Prometheus scrapes while the plugin is SIGKILLed twice. It sees no counter reset, and
+    increase() over the restarts equals the lines written (and forwarded) meanwhile: a reset would add the whole
+    count again."""
+    from tests.support.prometheus import Prometheus
+    from tests.support.receiver import ReceiverProcess
+
+    p = metrics_plugin
+    prom = Prometheus([p.addr]).start()
+    rcv = ReceiverProcess(tmp_path / "receiver").start()
+    logger = FakeLogger(p, config={"fluentd-address": rcv.address, "fluentd-retry-wait": "100ms"})
+    names = ("lines_received", "lines_written", "sink_lines_acked")
+    try:
+        prom.wait_scrape_after(0)
+        logger.start()
+
+        def now() -> dict[str, float | None]:
+            prom.wait_scrape_after(time.time())
+            return {name: prom.value(f"sum(logbridge_{name}_total)") for name in names}
+
+        def stored(want: int) -> bool:
+            return set(now().values()) == {want}
+
+        written = 10000
+        write_numbers(logger, 1, written)
+        assert wait_for(lambda: stored(written), timeout=60), now()
+        since = prom.wait_scrape_after(time.time())  # a sample of the plateau: the range starts on it
+        for _ in range(2):
+            write_numbers(logger, written + 1, written + 10000)
+            written += 10000
+            assert wait_for(lambda w=written: stored(w), timeout=60), (written, now())  # Prometheus has them: kill
+            p.kill()
+            p.start()
+        write_numbers(logger, written + 1, written + 10000)
+        written += 10000
+        assert wait_for(lambda: stored(written), timeout=60), (written, now())
+        until = prom.last_scrape()
+        # The range [since, until] starts and ends on samples, so Prometheus 2 extrapolates nothing: exact figures.
+        window, at = f"{round((until - since) * 1000)}ms", str(until)
+        figures = {(what, name): float(prom.api("query", query=f"sum({what}(logbridge_{name}_total[{window}]))",
+                                                time=at)["result"][0]["value"][1])
+                   for what in ("increase", "resets") for name in names}
+        print(f"\n[prometheus, 2 SIGKILLs] {written - 10000} lines over the range: {figures}")
+        assert figures == {**{("increase", name): written - 10000 for name in names},
+                           **{("resets", name): 0 for name in names}}
+    finally:
+        logger.close()
+        rcv.stop()
+        prom.stop()

@@ -220,7 +220,7 @@ def test_full_state_dir_accounts_for_every_line_and_saves_state_once_there_is_ro
         logger.start()
         write_numbers(logger, 1, 200000)  # blocks whenever the pipe is full: returns once the plugin read it all
         assert wait_for(lambda: queued(logger.fd) == 0, timeout=60)
-        logger.stop()  # EOF: the pipeline finishes and saves fifos.json, totals.json, folded.json on a full disk
+        logger.stop()  # EOF: the pipeline finishes and saves fifos.json and totals.json on a full disk
         path = plugin.log_file(logger.container_id)
 
         def settled():

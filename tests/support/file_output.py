@@ -34,7 +34,8 @@ class FileSink:
             self.cursor.pos = journal.start
         self.sealed = False
         self._saved_pos = self.cursor.pos
-        self.acked = 0
+        self.acked = int(self.cursor.extra.get("acked", 0))  # lifetime, saved with the cursor
+        self.saved = {"acked": self.acked}  # as last saved: what the metrics show (driver.outputs.OutputConsumer)
         journal.cursors[NAME] = self.cursor
 
     @property
@@ -72,18 +73,13 @@ class FileSink:
             f.writelines(json.dumps({"source": e[0], "line": e[2].decode("utf-8", "replace"), "partial": e[3]}) + "\n"
                          for e in entries)
         self._saved_pos = start + used
-        self.store.save(self.cursor, pos=self._saved_pos)
         self.acked += len(entries)
+        self.flush()
         return True
 
-    def run_counts(self) -> dict[str, int]:
-        return {"acked": self.acked}
-
-    def reset_run_counts(self) -> None:
-        self.acked = 0
-
     def flush(self) -> None:
-        self.store.save(self.cursor, pos=self._saved_pos)
+        self.store.save(self.cursor, pos=self._saved_pos, extra={"acked": self.acked})
+        self.saved = {"acked": self.acked}
 
     def close(self) -> None:
         self.flush()

@@ -431,23 +431,7 @@ def test_structured_metadata_is_opt_in(tmp_path):
 
 
 def test_counts_survive_a_restart(tmp_path):
-    async def main():
-        async with loki_receiver() as rx:
-            b = batcher_for(rx.url)
-            c = Container(tmp_path, "app", b)
-            c.write([b"a", b"b"])
-            c.sink.sealed = True
-            await drain(c)
-            c.sink = c.new_sink()
-            await b.close()
-            return c
-
-    c = run(main())
-    assert c.sink.stats.acked == 2 and c.sink.cursor.pos == c.journal.end
-    assert c.sink.run_counts()["acked"] == 0  # restored, not this run's
-
-
-def test_run_counts(tmp_path):
+    """Every count is a lifetime one saved with the cursor: a new sink continues from exactly what was saved."""
     async def main():
         async with loki_receiver() as rx:
             rx.faults.append(Fault(503, times=1))
@@ -457,15 +441,15 @@ def test_run_counts(tmp_path):
             c.write([b"old"], start=NOW - 30 * 24 * 3600 * NS)
             c.sink.sealed = True
             await drain(c)
+            saved = dict(c.sink.saved)
+            c.sink = c.new_sink()
             await b.close()
-            return c
+            return c, saved
 
-    c = run(main())
-    counts = c.sink.run_counts()
-    assert counts == {"acked": 2, "dropped": 0, "dropped_greater_than_max_sample_age": 1, "forwarded": 4,
-                      "retried": 2, "failures": 1}
-    c.sink.reset_run_counts()
-    assert set(c.sink.run_counts().values()) == {0}
+    c, saved = run(main())
+    assert saved == {"acked": 2, "dropped": 0, "dropped_greater_than_max_sample_age": 1, "forwarded": 4,
+                     "retried": 2, "failures": 1}
+    assert c.sink.saved == saved and c.sink.stats.acked == 2 and c.sink.cursor.pos == c.journal.end
 
 
 def test_receiver_rejects_framed_snappy_and_missing_content_type():

@@ -141,7 +141,7 @@ def test_test_output_gets_every_line_while_forward_is_dead(tmp_path, testfile_ou
             assert await _wait(lambda: len(file_output.read_lines(delivered)) >= LINES)
             assert await _wait(lambda: testfile.caught_up() and pipeline.jsonlog.caught_up())
             # Forward has its own cursor and backlog: nothing of it was acknowledged, all of it is still owed.
-            assert forward.run_counts()["acked"] == 0 and not forward.up
+            assert forward.stats.acked == 0 and not forward.up
             assert forward.saved_pos == pipeline.journal.start < testfile.saved_pos == pipeline.journal.end
         finally:
             await pipeline.close(grace=0.2)
@@ -185,8 +185,8 @@ def test_loki_output_gets_every_line_beside_a_dead_forward(tmp_path):
         try:
             assert await _wait(lambda: receiver.count() >= LINES)
             assert await _wait(lambda: loki.saved_pos == pipeline.journal.end)
-            assert forward.run_counts()["acked"] == 0 and not forward.up
-            assert loki.up and loki.run_counts()["acked"] == LINES
+            assert forward.stats.acked == 0 and not forward.up
+            assert loki.up and loki.saved["acked"] == LINES
             return receiver.streams()
         finally:
             await pipeline.close(grace=0.2)

@@ -72,7 +72,8 @@ class LokiSink(AckedOutput):
         return batch.part is not None
 
     async def _deliver(self, batch: _Batch) -> bool:
-        result = await self.batcher.send(batch.part) if batch.part is not None else None
+        # The batcher retries a push in memory until Loki answers: the counts it moves are saved meanwhile.
+        result = await self._saving_counts(self.batcher.send(batch.part)) if batch.part is not None else None
         if result is not None and result.outcome is Outcome.SPLIT and batch.end - batch.start > PROBE_BYTES:
             # Too large for Loki: read it again in smaller batches.
             self._limit = max(PROBE_BYTES, (batch.end - batch.start) // 2)
