@@ -550,3 +550,35 @@ def test_build_refuses_what_loki_would_refuse():
     with pytest.raises(OptionError, match="bad-name"):
         build(None, None, LogInfo.from_json({"ContainerID": "a" * 64}), opts, log_path="/x",
               batchers=Batchers(make_batcher))
+
+
+def test_counts_are_saved_while_the_batcher_retries_a_push(tmp_path, monkeypatch):
+    """Loki away: the batcher retries the push in memory, the sink waits. Its failures still reach the saved
+    cursor meanwhile (metrics show saved counts), not only once Loki answers again."""
+    import driver.outputs.acked
+
+    monkeypatch.setattr(driver.outputs.acked, "SAVE_COUNTS_EVERY", 0.05)
+
+    async def main():
+        async with loki_receiver() as rx:
+            rx.faults.append(Fault(503, times=1))
+            waits = Waits(gated=True)  # the retry waits until the test lets it go
+            b = batcher_for(rx.url, waits=waits)
+            c = Container(tmp_path, "app", b)
+            c.write([b"a", b"b"])
+            c.sink.sealed = True
+            delivery = asyncio.ensure_future(drain(c))
+            deadline = time.monotonic() + 10
+            while c.saved()["extra"].get("failures") != 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            saved = c.saved()
+            restarted = c.new_sink().saved  # what a restart after a kill now would continue from
+            waits.gate.set()
+            await delivery
+            await b.close()
+            return saved, restarted, c
+
+    saved, restarted, c = run(main())
+    assert saved["pos"] == 0 and saved["extra"]["failures"] == 1 and saved["extra"]["forwarded"] == 2
+    assert (restarted["failures"], restarted["forwarded"], restarted["acked"]) == (1, 2, 0)
+    assert c.sink.saved["acked"] == 2 and c.sink.saved["failures"] == 1
