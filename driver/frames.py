@@ -55,6 +55,22 @@ def _plausible_at(buf: bytes | memoryview, pos: int) -> bool:
     )
 
 
+def first_plausible(buf: bytes | memoryview, start: int = 0) -> int | None:
+    """Position of the first plausible frame at or after ``start``; None if there is none
+    with 12 bytes to judge it (a reader that starts at an arbitrary offset, such as a segment edge, resynchronises
+    with it)."""
+    end = len(buf)
+    probe = start
+    while True:
+        tag = buf.find(_SOURCE_TAG, probe + HEADER)
+        if tag < 0 or tag + 8 > end:
+            return None
+        cand = tag - HEADER
+        if _plausible_at(buf, cand):
+            return cand
+        probe = cand + 1
+
+
 class FrameDecoder:
     """Decodes a frame stream chunk by chunk, skipping garbage; counts what it skipped.
 
@@ -148,21 +164,13 @@ class FrameDecoder:
         """Position of the next plausible frame after ``pos``; all bytes before it are counted as skipped."""
         if not self._lost:
             self.garbled += 1
-        end = len(buf)
-        probe = pos + 1
-        while True:
-            tag = buf.find(_SOURCE_TAG, probe + HEADER)
-            if tag < 0 or tag + 8 > end:
-                # Keep a tail that may hold the start of a plausible frame, unless nothing more will come.
-                nxt = end if final else max(pos + 1, end - 11)
-                self._lost = not final
-                break
-            cand = tag - HEADER
-            if _plausible_at(buf, cand):
-                nxt = cand
-                self._lost = False
-                break
-            probe = cand + 1
+        nxt = first_plausible(buf, pos + 1)
+        if nxt is None:
+            # Keep a tail that may hold the start of a plausible frame, unless nothing more will come.
+            nxt = len(buf) if final else max(pos + 1, len(buf) - 11)
+            self._lost = not final
+        else:
+            self._lost = False
         self._skip(nxt - pos)
         return nxt
 

@@ -313,6 +313,11 @@ class Journal:
                 self.dropped_segments += 1
         return lost
 
+    def count_frames(self, pos: int, limit: int) -> int:
+        """Frames from boundary ``pos`` to ``limit`` (an output giving up its backlog counts what it drops)."""
+        with self._lock:
+            return self._walk(max(pos, self._starts[0]), limit)[0]
+
     def _walk(self, pos: int, limit: int) -> tuple[int, int]:
         """Frames from boundary ``pos`` to the first boundary at or past ``limit``, and that boundary."""
         frames = 0

@@ -244,6 +244,9 @@ NODE_OPTIONS: tuple[Option, ...] = (
     Option("journal-max-size", SIZE, "256m",
            "cap of the on-disk journal of raw frames; beyond it the oldest unsent frames are dropped and counted",
            "logbridge"),
+    Option("finished-max-age", DURATION, "1h", "how long the outputs retry a stopped or removed container's unsent "
+           "lines (from its end, across plugin restarts); then they are dropped and counted (reason "
+           "finished_max_age) and the container leaves the metrics; json.log keeps every line", "logbridge"),
     Option("logbridge-profile", TEXT, None, "named set of log-opts from the plugin's profiles file (secrets, "
            "destinations that change without recreating containers)", "logbridge"),
 )

@@ -51,6 +51,8 @@ class Pipeline:
         # Each output its own consumer: own cursor, backlog and failures, so a dead destination delays no other.
         container = outputs.Container(info, opts, self.journal, store, log_path(settings.log_root, info.container_id))
         self.outputs: list[Consumer] = outputs.build(container, shared or outputs.Shared())
+        for output in self.outputs:
+            output.finished_max_age = opts["finished-max-age"]  # one bound for every output (driver.outputs.acked)
         self.consumers: list[Consumer] = [self.jsonlog, *self.outputs]
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}

@@ -7,6 +7,11 @@ back to the journal when a delivery fails (counted as the cap's drops if the cap
 the counts the metrics show. Each output owns its batching and its client: it turns entries into a batch
 (``_batch``) and delivers it (``_deliver``), and counts what its destination did with it in ``self.stats``.
 
+A finished container's backlog has a bound: once its last FIFO ended (the pipeline sealed the consumer), the
+output delivers for ``finished_max_age`` seconds (the node-level ``finished-max-age``, counted from the end, across
+restarts), then drops what is left, counted as ``finished_max_age``: a destination that never answers must not
+keep a removed container's output, its warnings and its down series forever.
+
 A kill repeats at most the batches in flight: the saved cursor is the end of the last acknowledged one. The counts
 are lifetime counts saved with the cursor, and ``saved`` holds them as last saved: a restart continues from exactly
 those, so metrics built on ``saved`` never go below a value they already showed (Prometheus would see a reset),
@@ -18,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from driver.frames import FrameDecoder
+from driver.frames import HEADER, MAX_FRAME, FrameDecoder, first_plausible
 from driver.journal import Cursor, CursorStore, Journal
 from driver.sinks.base import read_frames
 
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 
 COUNTS = ("forwarded", "acked", "retried", "failures")  # OutputStats' counters, saved in the cursor's extra
 SAVE_COUNTS_EVERY = 1.0  # seconds between saves of the counts while a delivery retries inside its client
+FINISHED_MAX_AGE = "finished_max_age"  # the drop reason of a finished container's backlog given up
 
 
 def saved_counts(cursor) -> dict[str, int]:
@@ -81,7 +88,7 @@ class AckedOutput:
         self.decoder = FrameDecoder()
         self.cursor: Cursor = store.load(self.name)
         if self.cursor.pos < journal.start:
-            self.cursor.pos = journal.start  # the cap took frames while the plugin was down
+            self._resync_after_cap()
         self.stats = stats if stats is not None else OutputStats()
         for key in COUNTS:
             setattr(self.stats, key, int(self.cursor.extra.get(key, 0)))
@@ -91,6 +98,12 @@ class AckedOutput:
         self._saved_pos = self.cursor.pos
         self._pending: Batch | None = None  # prepared, not yet acknowledged
         self._limit = self.BATCH_BYTES  # an output may lower it (a destination that found a batch too large)
+        self.finished_max_age = 3600.0  # seconds; the pipeline sets the container's finished-max-age
+        # When the container's last FIFO ended (wall clock: it counts across restarts), and the journal's end then:
+        # sealed again with nothing new (`docker logs` on a stopped container attaches an empty FIFO) keeps it.
+        self.finished_at: float | None = self.cursor.extra.get("finished_at")
+        self._finished_end: int | None = self.cursor.extra.get("finished_end")
+        self._deadline: asyncio.Timeout | None = None  # the delivery in flight's
         journal.cursors[self.name] = self.cursor
         if not os.path.exists(os.path.join(store.dir, f"{self.name}.json")):
             self._save(self.cursor.pos)  # from the start: the state files then say the container has this output
@@ -98,6 +111,19 @@ class AckedOutput:
     @property
     def up(self) -> bool:
         return self.stats.up
+
+    def _resync_after_cap(self) -> None:
+        """The saved cursor lies before the journal: the cap gave up segments under it and the plugin was killed
+        before it saved the cap's move. A segment starts anywhere in a frame, so go on from the first plausible
+        frame in it, and count the rest of the torn frame (and the bytes before) as the cap's drop."""
+        data = self.journal.read(self.journal.start, HEADER + MAX_FRAME + 12)
+        at = first_plausible(data)  # None: the torn frame's end is not there yet; the decoder resyncs later
+        resumed = self.journal.start + (at or 0)
+        self.journal.count_lost(self.cursor, 1 if resumed > self.journal.start else 0, resumed - self.cursor.pos)
+        log.warning("an output's cursor was before the journal (the cap gave up frames before a kill): resuming "
+                    "at the next frame", extra={"sink": self.name, "container": self.container_id[:12],
+                                                "skipped_bytes": resumed - self.cursor.pos})
+        self.cursor.pos = resumed
 
     # ---- consumer contract ---------------------------------------------------------------------------------
     @property
@@ -107,7 +133,22 @@ class AckedOutput:
     @sealed.setter
     def sealed(self, value: bool) -> None:
         self._sealed = value
+        if value and (self.finished_at is None or self._finished_end != self.journal.end):
+            self.finished_at, self._finished_end = time.time(), self.journal.end
+        self._set_deadline()
         self._on_sealed(value)
+
+    def _set_deadline(self) -> None:
+        """Give the delivery in flight (if any) the finished container's deadline, or none while it runs."""
+        if self._deadline is not None:
+            left = self._time_left()
+            self._deadline.reschedule(None if left is None else asyncio.get_running_loop().time() + max(left, 0.0))
+
+    def _time_left(self) -> float | None:
+        """Seconds left to deliver a finished container's backlog; None while the container runs."""
+        if not self._sealed or self.finished_at is None:
+            return None
+        return self.finished_at + self.finished_max_age - time.time()
 
     @property
     def saved_pos(self) -> int:
@@ -127,6 +168,10 @@ class AckedOutput:
         destination work at the same time; it is not sent before this one is acknowledged. When a delivery fails,
         nothing is kept in memory: the cursor goes back to the last acknowledged batch and the journal is read
         again on the next attempt, so an output whose destination is away costs disk, not memory."""
+        left = self._time_left()
+        if left is not None and left <= 0 and not self.caught_up():
+            await loop.run_in_executor(executor, self._give_up)
+            return True
         probing = self._probing()
         if self._pending is None:
             limit = min(self._limit, self.PROBE_BYTES) if probing else self._limit
@@ -138,11 +183,19 @@ class AckedOutput:
         if not probing and self._prepare_after(batch):
             following = loop.run_in_executor(executor, self._prepare, self._limit)
         try:
-            acked = await self._deliver(batch)
+            # A finished container's deliveries end at its deadline, though the destination hangs or its client
+            # retries inside itself; a delivery that began while the container ran gets it when it ends.
+            async with asyncio.timeout(None) as self._deadline:
+                self._set_deadline()
+                acked = await self._deliver(batch)
+        except TimeoutError:
+            acked = False  # given back; the next step gives up the backlog
         except BaseException:
             if following is not None:
                 following.add_done_callback(lambda f: f.exception())  # closing: the saved cursor re-reads it later
             raise
+        finally:
+            self._deadline = None
         if not acked:
             taken = [batch]
             if following is not None:
@@ -172,6 +225,23 @@ class AckedOutput:
             self.journal.count_lost(self.cursor, sum(b.lines for b in taken), taken[-1].end - taken[0].start)
             self._saved_pos = taken[-1].end
         self.journal.rewind(self.cursor, self._saved_pos)
+        if self._saved_pos < self.journal.start:
+            self._saved_pos = self.cursor.pos  # the cap moved the cursor to a frame past its cut: save that
+
+    def _give_up(self) -> None:
+        """finished-max-age passed: drop the finished container's backlog, counted (worker thread)."""
+        self._pending = None
+        self.journal.rewind(self.cursor, self._saved_pos)
+        start, end = self.cursor.pos, self.journal.end
+        lines = self.journal.count_frames(start, end)
+        if not self.journal.take(self.cursor, start, end - start):
+            return  # the cap moved the cursor meanwhile (and counted what it took): the next step looks again
+        self.stats.dropped[FINISHED_MAX_AGE] += lines
+        self._saved_pos = end
+        self._save(end)
+        log.warning("stopped container's backlog dropped: not delivered within finished-max-age",
+                    extra={"sink": self.name, "container": self.container_id[:12], "lines": lines,
+                           "max_age": self.finished_max_age})
 
     def _prepare(self, limit: int) -> Batch | None:
         """Take the next batch of at most ``limit`` journal bytes from the cursor and make it (worker thread)."""
@@ -205,6 +275,8 @@ class AckedOutput:
         """What the cursor saves beside the position (an output may add its own)."""
         extra: dict = {key: getattr(self.stats, key) for key in COUNTS}
         extra["dropped"] = dict(self.stats.dropped)
+        if self.finished_at is not None:
+            extra.update(finished_at=self.finished_at, finished_end=self._finished_end)
         return extra
 
     def _save(self, pos: int, in_place_only: bool = False) -> bool:

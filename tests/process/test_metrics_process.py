@@ -4,6 +4,7 @@ received once quiet; counts survive a plugin restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -330,3 +331,91 @@ def test_prometheus_increase_across_sigkills_is_the_lines_written_meanwhile(metr
         logger.close()
         rcv.stop()
         prom.stop()
+
+
+def silent_destination(kind: str) -> tuple[socket.socket, int]:
+    """A port where nobody listens ("refused") or where the kernel completes the handshake and nobody ever reads
+    or answers ("never reads"); the socket stays open until closed."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    if kind == "never reads":
+        silent.listen(1)
+    port = silent.getsockname()[1]
+    if kind == "refused":
+        silent.close()
+    return silent, port
+
+
+@pytest.mark.parametrize(("sink", "destination"), [("forward", "refused"), ("forward", "never reads"),
+                                                   ("loki", "refused"), ("loki", "never reads")])
+def test_a_stopped_containers_backlog_is_dropped_after_finished_max_age(metrics_plugin, sink, destination):
+    """issue 14.4: a destination that never answers keeps a finished container's output only for finished-max-age
+    (here 2 s); then its lines are counted as dropped, the container leaves the metrics and the health, and a
+    restart does not bring it back. json.log has every line."""
+    p = metrics_plugin
+    silent, port = silent_destination(destination)
+    config = {"fluentd-address": f"tcp://127.0.0.1:{port}", "fluentd-retry-wait": "100ms"} if sink == "forward" \
+        else {"loki-url": f"http://127.0.0.1:{port}/loki/api/v1/push", "loki-min-backoff": "100ms",
+              "loki-timeout": "1s"}
+    try:
+        logger = FakeLogger(p, config={**config, "finished-max-age": "2s"})
+        logger.start()
+        for i in range(300):
+            logger.log(b"line %d" % i)
+        m = wait_for(lambda: (lambda m: m if total(m, "logbridge_lines_written_total") == 300 else None)(
+            scrape(p.addr)))
+        assert m and total(m, "logbridge_sink_up", sink=sink) == 0 and total(m, "logbridge_containers_active") == 1
+        logger.stop()  # the container ends (--rm: dockerd's StopLogging): its backlog has 2 s
+
+        def gone():
+            m = scrape(p.addr)
+            return m if total(m, "logbridge_containers_active") == 0 else None
+
+        m = wait_for(gone, timeout=60)
+        assert m, scrape(p.addr)
+        assert not [key for key in m if key[0] in ("logbridge_sink_up", "logbridge_backlog_bytes",
+                                                   "logbridge_sink_lag_seconds")]
+        assert total(m, "logbridge_sink_lines_dropped_total", sink=sink, reason="finished_max_age") == 300
+        assert total(m, "logbridge_sink_lines_acked_total") == 0
+        assert requests.get(f"http://{p.addr}/healthz", timeout=5).json()["containers"] == 0
+        assert len(p.log_file(logger.container_id).read_text().splitlines()) == 300
+        p.kill()
+        p.start()
+        m = scrape_when_up(p.addr)
+        assert total(m, "logbridge_containers_active") == 0
+        assert total(m, "logbridge_sink_lines_dropped_total", sink=sink, reason="finished_max_age") == 300
+        assert "dropped: not delivered within finished-max-age" in p.stdout.read_text()
+    finally:
+        silent.close()
+
+
+def test_the_bound_counts_from_the_containers_end_across_a_plugin_kill(metrics_plugin):
+    """The end is saved with the output's cursor: a plugin killed after the container ended resumes the backlog
+    and drops it when the age is reached, not a whole max-age after the restart."""
+    p = metrics_plugin
+    logger = FakeLogger(p, config={"fluentd-address": f"tcp://127.0.0.1:{free_port()}",  # nobody listens
+                                   "fluentd-retry-wait": "100ms", "finished-max-age": "1h"})
+    logger.start()
+    for i in range(50):
+        logger.log(b"line %d" % i)
+    logger.stop()
+    cursor = p.state_dir / "containers" / logger.container_id / "cursors" / "forward.json"
+
+    def finished_at():
+        try:
+            return json.loads(cursor.read_text())["extra"].get("finished_at")
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
+    assert wait_for(finished_at, timeout=30)
+    p.kill()
+    # Make it look an hour old (what a long outage does), then restart: it must go at once.
+    data = json.loads(cursor.read_text())
+    data["extra"]["finished_at"] -= 3600
+    cursor.write_text(json.dumps(data))
+    p.start()
+    m = wait_for(lambda: (lambda m: m if total(m, "logbridge_sink_lines_dropped_total",
+                                                 reason="finished_max_age") == 50 else None)(scrape_when_up(p.addr)),
+                 timeout=30)
+    assert m, scrape(p.addr)
+    assert wait_for(lambda: total(scrape(p.addr), "logbridge_containers_active") == 0, timeout=30)

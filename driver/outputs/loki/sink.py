@@ -21,7 +21,7 @@ from driver.journal import CursorStore, Journal
 from driver.outputs.acked import AckedOutput, Batch
 from driver.outputs.loki import codec
 from driver.outputs.loki.batcher import Batcher, LokiStats, Part
-from driver.outputs.loki.client import Outcome
+from driver.outputs.loki.client import Outcome, PushResult
 from driver.outputs.loki.labels import with_source
 from driver.outputs.loki.limits import LINE_TOO_LONG, TOO_NEW, TOO_OLD, Limits, bounds, entry_reason
 from driver.partials import merge_partials
@@ -73,7 +73,7 @@ class LokiSink(AckedOutput):
 
     async def _deliver(self, batch: _Batch) -> bool:
         # The batcher retries a push in memory until Loki answers: the counts it moves are saved meanwhile.
-        result = await self._saving_counts(self.batcher.send(batch.part)) if batch.part is not None else None
+        result = await self._saving_counts(self._push(batch.part)) if batch.part is not None else None
         if result is not None and result.outcome is Outcome.SPLIT and batch.end - batch.start > PROBE_BYTES:
             # Too large for Loki: read it again in smaller batches.
             self._limit = max(PROBE_BYTES, (batch.end - batch.start) // 2)
@@ -84,6 +84,14 @@ class LokiSink(AckedOutput):
         elif result is not None:  # a final 400, or a smallest batch still too large
             self.stats.dropped[REJECTED] += batch.part.entries
         return True
+
+    async def _push(self, part: Part) -> PushResult:
+        try:
+            return await self.batcher.send(part)
+        except BaseException:
+            if part.done is not None and not part.done.done():
+                part.done.cancel()  # given back (closing, a finished container's deadline): the batcher skips it
+            raise
 
     def _batch(self, start: int, end: int, entries: list[tuple], offsets: list[int] | None) -> _Batch:
         """Check and encode a batch (worker thread)."""
