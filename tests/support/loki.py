@@ -2,7 +2,9 @@
 
 What it keeps: per tenant, per stream (sorted labels), the entries it stored, so tests count what Loki would
 hold. What it can be told to do: answer N pushes with a status (429 with Retry-After, 5xx, 401, 404 ...), hang,
-close connections without answering, require X-Scope-OrgID, cap the body size.
+store a push then hang before answering (a plugin killed between Loki's store and its 2xx), close connections
+without answering, require X-Scope-OrgID, cap the body size. ``LokiThread`` runs one on its own loop in a
+thread, for tests whose plugin is another process (tests/e2e), and takes it down and up on the same port.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -106,76 +109,20 @@ def go_unquote(text: str) -> str:
     return out.decode("utf-8", "replace")
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated varint")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(data: bytes, start: int, end: int):
-    """(field number, wire type, value start, value end) of one message's fields (length-delimited and varint
-    only: all PushRequest has)."""
-    pos = start
-    while pos < end:
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > end:
-                raise ValueError("field runs past its message")
-            yield number, wire, pos, pos + length
-            pos += length
-        elif wire == 0:
-            _, after = _varint(data, pos)
-            yield number, wire, pos, after
-            pos = after
-        else:
-            raise ValueError(f"wire type {wire} is not in PushRequest")
-
-
-def _count_in_stream(raw: bytes, pos: int, end: int) -> int:
-    """StreamAdapter.entries fields (tag 0x12) between pos and end, skipping the others; one tight loop."""
-    count = 0
-    while pos < end:
-        key = raw[pos]
-        if key >= 0x80:
-            raise ValueError("field number out of StreamAdapter's range")
-        b = raw[pos + 1]
-        pos += 2
-        value, shift = b & 0x7F, 7
-        while b & 0x80:
-            b = raw[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            shift += 7
-        wire = key & 7
-        if wire == 2:
-            pos += value
-            count += key == 0x12
-        elif wire != 0:
-            raise ValueError(f"wire type {wire} is not in StreamAdapter")
-    if pos != end:
-        raise ValueError("field runs past its message")
-    return count
-
-
 def count_entries(raw: bytes) -> int:
-    """The entries of a PushRequest, by walking its fields: no message object per entry (the bench's mode)."""
-    count = 0
+    """The entries of a PushRequest without a Python object per entry (the benchmark's mode): the protobuf
+    library's C backend (upb) parses the message, and ``len`` of each stream's repeated field only asks it for a
+    count. Measured at ~0.2 s per million short entries, 4x cheaper than a Python walk over the fields."""
     try:
-        for number, wire, start, end in _fields(raw, 0, len(raw)):
-            if number == 1 and wire == 2:
-                count += _count_in_stream(raw, start, end)
-    except IndexError:
-        raise ValueError("truncated message") from None
-    return count
+        return sum(len(s.entries) for s in LokiPushRequest.FromString(raw).streams)
+    except Exception as exc:  # noqa: BLE001 - the library's DecodeError and friends
+        raise ValueError(str(exc)) from None
+
+
+def counts_in_c() -> bool:
+    from google.protobuf.internal import api_implementation
+
+    return api_implementation.Type() == "upb"
 
 
 class LokiReceiver:
@@ -193,6 +140,8 @@ class LokiReceiver:
         self.tenants: dict[str, dict[tuple, Stream]] = {}
         self.faults: list[Fault] = []
         self.hang = False
+        self.hold_after_store = False  # store each push, then answer nothing until released (or stopped)
+        self.held = 0  # pushes stored and held so far
         self.close_connections = 0  # this many pushes get their connection closed without an answer
         self.pushes = 0  # requests that reached the handler
         self.statuses: list[int] = []
@@ -214,12 +163,13 @@ class LokiReceiver:
         return sum(len(s.entries) for s in self.streams(tenant).values())
 
     # ---- server --------------------------------------------------------------------------------------------
-    async def start(self) -> str:
+    async def start(self, port: int = 0) -> str:
+        self._released = asyncio.Event()
         app = web.Application(client_max_size=self.max_body + 1024)
         app.router.add_post("/loki/api/v1/push", self._push)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self.ssl_context, reuse_address=True)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         scheme = "https" if self.ssl_context else "http"
@@ -247,7 +197,15 @@ class LokiReceiver:
             await self._released.wait()  # until stop(): a Loki that accepted the connection and went silent
         resp = await self._answer(request)
         self.statuses.append(resp.status)
+        if self.hold_after_store:
+            self.held += 1
+            await self._released.wait()  # stored, never acknowledged: what a kill before the 2xx leaves
         return resp
+
+    def release(self) -> None:
+        """Let held and hung pushes go on (their connections may be gone by then); later ones are held again."""
+        self._released.set()
+        self._released = asyncio.Event()
 
     async def _answer(self, request: web.Request) -> web.Response:
         if self.faults:
@@ -374,6 +332,47 @@ class LokiReceiver:
         if stream.head_bytes >= HEAD_BLOCK_BYTES:  # the head block is cut into a block: no dedupe beyond it
             stream.head, stream.head_bytes = set(), 0
         return None
+
+
+class LokiThread:
+    """A LokiReceiver served from its own event loop in a daemon thread. ``call(fn)`` runs ``fn(receiver)`` on
+    that loop (the receiver is not thread-safe) and returns its result; ``down()`` stops listening (connections
+    refused, what was stored is kept) and ``up()`` listens again on the same port."""
+
+    def __init__(self, **kwargs) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="loki-receiver", daemon=True)
+        self._thread.start()
+        self.receiver: LokiReceiver = self._run(self._make(kwargs))
+        self.port = 0
+        self.url = ""
+
+    async def _make(self, kwargs) -> LokiReceiver:
+        return LokiReceiver(**kwargs)  # its asyncio.Events belong to this loop
+
+    def _run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def call(self, fn):
+        async def on_loop():
+            return fn(self.receiver)
+
+        return self._run(on_loop())
+
+    def up(self) -> str:
+        self.url = self._run(self.receiver.start(self.port))
+        self.port = int(self.url.split(":")[2].split("/")[0])
+        return self.url
+
+    def down(self) -> None:
+        self._run(self.receiver.stop())
+
+    def close(self) -> None:
+        try:
+            self.down()
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
 
 @contextlib.asynccontextmanager
