@@ -157,8 +157,8 @@ def test_item_verdicts_follow_the_status_rules():
     assert got[8].error_type == "status_404"
 
 
-@pytest.mark.parametrize("body, items", [(b"<html>proxy</html>", 1), (b'{"took":3}', 1),
-                                         (_answer({"status": 201}), 2), (b'{"errors":true,"items":[{"create":{}}]}', 1)])
+@pytest.mark.parametrize("body, items", [(b"<html>proxy</html>", 1), (b'{"took":3}', 1), (_answer({"status": 201}), 2),
+                                         (b'{"errors":true,"items":[{"create":{}}]}', 1)])
 def test_an_answer_that_does_not_match_the_request_is_a_bad_response(body, items):
     with pytest.raises(codec.BadResponse):
         parse_bulk_response(body, items)

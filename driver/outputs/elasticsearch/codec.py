@@ -103,7 +103,7 @@ class DocumentTemplate:
         prev_sec = prev_day = None
         second = b""
         head = tail = b""
-        for (source, time_nano, line, *_rest), at in zip(entries, offsets):
+        for (source, time_nano, line, *_rest), at in zip(entries, offsets, strict=True):
             sec, ns = divmod(time_nano, 1_000_000_000)
             if sec != prev_sec:
                 prev_sec = sec
