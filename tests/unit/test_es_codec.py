@@ -162,3 +162,12 @@ def test_item_verdicts_follow_the_status_rules():
 def test_an_answer_that_does_not_match_the_request_is_a_bad_response(body, items):
     with pytest.raises(codec.BadResponse):
         parse_bulk_response(body, items)
+
+
+def test_percent_signs_in_names_fields_and_messages_are_kept_as_they_are():
+    t = template(pipeline="p%d-%{[agent.version]}", container_name="/w%s", labels={"x": "100%"})
+    (doc,) = t.documents([("stdout", T0, b"50% done %s %d", False, False, "", 0)], [3])
+    action, source = decode(doc)
+    assert action["create"]["pipeline"] == "p%d-0.1.0" and action["create"]["_id"].endswith("-3")
+    assert source["message"] == "50% done %s %d" and source["container"]["name"] == "w%s"
+    assert source["container"]["labels"] == {"x": "100%"}

@@ -21,8 +21,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from driver import speedups
 from driver.jsonfile import _COPY_AS_IS, _second_prefix, escape_log
 from driver.outputs.elasticsearch.formats import DatedName
+
+_encode_documents = speedups.encode_es_documents  # None: not built, or LOGBRIDGE_PURE
 
 CONTENT_TYPE = "application/x-ndjson"
 FILTER_PATH = "errors,items.*.status,items.*.error"
@@ -71,58 +74,83 @@ class DocumentTemplate:
     pipeline: DatedName | None
     fields: dict  # the source's static part (container, host, agent, labels), as a JSON object
     id_prefix: str | None  # "<incarnation>-<container id>-", None: Elasticsearch picks the ids
-    _targets: dict[str, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
+    _parts_by_key: dict[tuple, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
 
-    def _target(self, time_nano: int) -> tuple[bytes, bytes]:
-        """(action line up to the id, source line after ``stream``) for the target of an entry of this time."""
+    def _parts(self, time_nano: int, source: str) -> tuple[bytes, bytes]:
+        """(head, tail) of the documents of entries of this time and source: the action line up to the id's
+        offset (or up to its end), and what follows the message."""
         index = self.index.at(time_nano)
         pipeline = self.pipeline.at(time_nano) if self.pipeline is not None else None
-        key = index if pipeline is None else f"{index}\0{pipeline}"
-        got = self._targets.get(key)
+        key = (index, pipeline, source)
+        got = self._parts_by_key.get(key)
         if got is None:
             meta = {"_index": index}
             if pipeline:
                 meta["pipeline"] = pipeline
-            head = b'{"create":' + _json(meta)[:-1]  # the id (if any) and "}}" follow
+            head = b'{"create":' + _json(meta)[:-1]
+            if self.id_prefix is not None:
+                head += b',"_id":"' + self.id_prefix.encode()
             fields = dict(self.fields)
             ds = data_stream_fields(index)
             if ds is not None:
                 fields["data_stream"] = ds
-            tail = b"," + _json(fields)[1:] + b"\n" if fields else b"}\n"
-            if len(self._targets) > 64:
-                self._targets.clear()
-            got = self._targets[key] = (head, tail)
+            stream = escape_log(source.encode("utf-8", "surrogateescape"))
+            tail = b'","stream":"' + stream + b'"' + (b"," + _json(fields)[1:] if fields else b"}") + b"\n"
+            if len(self._parts_by_key) > 64:
+                self._parts_by_key.clear()
+            got = self._parts_by_key[key] = (head, tail)
         return got
 
     def documents(self, entries: list[tuple], offsets: list[int]) -> list[bytes]:
-        """One document (action + source line) per entry; ``offsets`` are the entries' journal offsets."""
+        """One document (action + source line) per entry; ``offsets`` are the entries' journal offsets. In C
+        for runs of plain lines of one source and hour (driver/outputs/elasticsearch/_encode.c), otherwise
+        ``documents_pure``."""
+        if _encode_documents is None or type(entries) is not list or type(offsets) is not list:
+            return self.documents_pure(entries, offsets)
+        out: list[bytes] = []
+        ids = self.id_prefix is not None
+        i, n = 0, len(entries)
+        while i < n:
+            source, time_nano = entries[i][0], entries[i][1]
+            if type(source) is str and type(time_nano) is int and time_nano >= 0:
+                head, tail = self._parts(time_nano, source)
+                hour = time_nano // 1_000_000_000 // 3600 * 3600  # targets change at most hourly
+                docs, j = _encode_documents(entries, offsets, i, head, ids, tail, source, hour, hour + 3600)
+                out += docs
+                if j > i:
+                    i = j
+                    continue
+            out += self.documents_pure(entries[i:i + 1], offsets[i:i + 1])  # one the C encoder leaves to Python
+            i += 1
+        return out
+
+    def documents_pure(self, entries: list[tuple], offsets: list[int]) -> list[bytes]:
+        """``documents`` in Python: the reference for the C encoder, and what runs without it. Each (target,
+        source) makes one %-format whose only directives are the per-line fields."""
         out: list[bytes] = []
         append = out.append
         copy_as_is = _COPY_AS_IS.fullmatch
-        prefix = self.id_prefix.encode() if self.id_prefix is not None else None
-        prev_sec = prev_day = None
+        ids = self.id_prefix is not None
+        prev_sec = prev_hour = None
         second = b""
-        head = tail = b""
+        formats: dict[str, bytes] = {}
         for (source, time_nano, line, *_rest), at in zip(entries, offsets, strict=True):
             sec, ns = divmod(time_nano, 1_000_000_000)
             if sec != prev_sec:
                 prev_sec = sec
                 second = _second_prefix(sec)
-                if sec // 3600 != prev_day:  # targets change at most hourly
-                    prev_day = sec // 3600
-                    head, tail = self._target(time_nano)
+                if sec // 3600 != prev_hour:  # targets change at most hourly
+                    prev_hour = sec // 3600
+                    formats.clear()
+            fmt = formats.get(source)
+            if fmt is None:
+                head, tail = self._parts(time_nano, source)
+                fmt = formats[source] = (head.replace(b"%", b"%%") + (b'%d"' if ids else b"")
+                                         + b'}}\n{"@timestamp":"%b.%09dZ","event":{"sequence":%d},"message":"%b'
+                                         + tail.replace(b"%", b"%%"))
             if copy_as_is(line) is None:
                 line = escape_log(line)
-            if source == "stdout" or source == "stderr":
-                stream = source.encode()
-            else:
-                stream = escape_log(source.encode("utf-8", "surrogateescape"))
-            if prefix is not None:
-                action = b'%b,"_id":"%b%d"}}\n' % (head, prefix, at)
-            else:
-                action = head + b"}}\n"
-            append(b'%b{"@timestamp":"%b.%09dZ","event":{"sequence":%d},"message":"%b","stream":"%b"%b'
-                   % (action, second, ns, at, line, stream, tail))
+            append(fmt % (at, second, ns, at, line) if ids else fmt % (second, ns, at, line))
         return out
 
 
