@@ -281,3 +281,27 @@ def test_without_document_ids_elasticsearch_picks_them(tmp_path):
 
     rx = run(main())
     assert messages(rx) == ["a", "b"] and all(not i.startswith("app") for i in rx.cluster.ids(INDEX))
+
+
+def test_16k_chunks_are_joined_into_one_message_named_by_the_first_chunks_offset(tmp_path):
+    chunk = b"a" * 16384
+
+    async def main():
+        async with bulk_receiver() as rx:
+            b = batcher_for(rx.url)
+            c = Container(tmp_path, "app", b)
+            c.journal.write(encode_entry(("stdout", NOW, b"before", False, False, "", 0)))
+            first = c.journal.end
+            c.journal.write(b"".join(encode_entry(("stdout", NOW + 1 + i, chunk, True, i == 2, "pid", i + 1))
+                                     for i in range(3)))
+            c.write([b"after"], start=NOW + 10)
+            c.sink.sealed = True
+            await drain(c)
+            await b.close()
+            return rx, c, first
+
+    rx, c, first = run(main())
+    docs = rx.cluster.docs(INDEX)
+    assert [len(d.source["message"]) for d in docs] == [6, 3 * 16384, 5]
+    assert docs[1].id == f"{c.journal.incarnation}-{c.id}-{first}" and docs[1].source["event"]["sequence"] == first
+    assert c.sink.stats.indexed == 3  # documents; the journal held 5 frames
