@@ -27,7 +27,8 @@ BUILTIN = ("driver.outputs.forward.output", "driver.outputs.loki.output", "drive
 
 
 class OutputConsumer(Protocol):
-    """A journal consumer (driver.sinks.base.Consumer) that delivers somewhere, as the metrics see it.
+    """A journal consumer (driver.sinks.base.Consumer) that delivers somewhere, as the metrics see it
+    (driver.outputs.acked.AckedOutput is the base the built-in outputs build on).
 
     ``run_counts()`` are this run's counts, keyed ``forwarded`` (sent, resends included), ``acked``, ``retried``,
     ``failures``, ``dropped`` (lost to the journal cap) and ``dropped_<reason>`` for any other reason; a missing

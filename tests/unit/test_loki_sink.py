@@ -244,7 +244,7 @@ def test_retryable_statuses_retry_with_backoff_and_honour_retry_after(tmp_path, 
     assert rx.lines() == [b"a", b"b"]
     assert len(waits.waits) == 3 and all(w >= 7 for w in waits.waits)
     s = c.sink.stats
-    assert (s.failures, s.retried, s.sent, s.acked, s.statuses[status]) == (3, 6, 8, 2, 3)
+    assert (s.failures, s.retried, s.forwarded, s.acked, s.statuses[status]) == (3, 6, 8, 2, 3)
 
 
 def test_backoff_doubles_from_min_up_to_max():

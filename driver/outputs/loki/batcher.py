@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from driver.outputs.acked import OutputStats
 from driver.outputs.loki import codec
 from driver.outputs.loki.client import Backoff, LokiClient, Outcome, PushResult
 
@@ -27,15 +28,10 @@ LOG_EVERY = 30.0  # seconds between repeated log lines about one batcher's failu
 
 
 @dataclass
-class LokiStats:
-    """Per-sink counters (the metrics endpoint reads them)."""
+class LokiStats(OutputStats):
+    """A Loki sink's counts (driver.outputs.acked.OutputStats): the batcher counts each push's entries in its
+    part's stats (``forwarded``, ``retried``, ``failures``, ``up``), the sink the rest."""
 
-    sent: int = 0  # entries pushed, resends included
-    acked: int = 0  # entries Loki stored (2xx) and past the saved cursor
-    retried: int = 0  # entries pushed again after a failure
-    failures: int = 0  # failed pushes that held this sink's entries
-    up: bool = False  # the last push holding this sink's entries got an HTTP answer that was not a failure
-    dropped: Counter = field(default_factory=Counter)  # entries, by reason (loki_rejected, limits', filtered)
     statuses: Counter = field(default_factory=Counter)  # HTTP status of each push holding its entries (0: none)
 
 
@@ -135,7 +131,7 @@ class Batcher:
         while True:
             result = await self.client.push(body)
             for p in parts:
-                p.stats.sent += p.entries
+                p.stats.forwarded += p.entries
                 p.stats.statuses[result.status] += 1
                 if attempt:
                     p.stats.retried += p.entries

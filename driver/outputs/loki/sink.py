@@ -13,21 +13,18 @@ would refuse (too old, too far ahead, too long) are dropped and counted by reaso
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 
-from driver.frames import FrameDecoder
-from driver.journal import Cursor, CursorStore, Journal
+from driver.journal import CursorStore, Journal
+from driver.outputs.acked import AckedOutput, Batch
 from driver.outputs.loki import codec
 from driver.outputs.loki.batcher import Batcher, LokiStats, Part
 from driver.outputs.loki.client import Outcome
 from driver.outputs.loki.labels import with_source
 from driver.outputs.loki.limits import LINE_TOO_LONG, TOO_NEW, TOO_OLD, Limits, bounds, entry_reason
 from driver.partials import merge_partials
-from driver.sinks.base import read_frames
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +37,21 @@ DEFAULT_LIMITS = Limits()
 
 
 @dataclass
-class _Batch:
-    start: int
-    end: int
+class _Batch(Batch):
     part: Part | None  # None: nothing to send (all dropped or filtered)
-    lines: int  # entries as received
     dropped: dict[str, int]
 
 
-class LokiSink:
+class LokiSink(AckedOutput):
     name = NAME
+    BATCH_BYTES = BATCH_BYTES
+    PROBE_BYTES = PROBE_BYTES
 
     def __init__(self, journal: Journal, store: CursorStore, batcher: Batcher, labels: dict[str, str] | None, *,
                  container_id: str, limits: Limits = DEFAULT_LIMITS, structured_metadata: bool = False,
                  now_ns=None, on_close=None) -> None:
-        self.journal = journal
-        self.store = store
         self.batcher = batcher
-        self.container_id = container_id
+        super().__init__(journal, store, container_id=container_id, stats=LokiStats())
         self.limits = limits
         self.filtered = labels is None
         self._streams = {src: codec.format_labels(with_source(labels, src)) for src in ("stdout", "stderr")} \
@@ -66,136 +60,39 @@ class LokiSink:
         self._metadata = codec.metadata_bytes({"container_id": container_id}) if structured_metadata else None
         self._now_ns = now_ns or time.time_ns  # injectable: the age checks are about the wall clock
         self._on_close = on_close  # awaited by aclose(): lets go of the shared batcher
-        self.decoder = FrameDecoder()
-        self.cursor: Cursor = store.load(NAME)
-        if self.cursor.pos < journal.start:
-            self.cursor.pos = journal.start
-        extra = self.cursor.extra
-        self.stats = LokiStats(acked=int(extra.get("acked", 0)), dropped=Counter(extra.get("dropped", {})))
-        self._base = self._lifetime()  # restored counts: run_counts() are this run's
-        self._sealed = False
-        self._saved_pos = self.cursor.pos
-        self._pending: _Batch | None = None
-        self._limit = BATCH_BYTES
-        journal.cursors[NAME] = self.cursor
 
-    def _lifetime(self) -> dict[str, int]:
-        return {"acked": self.stats.acked, "journal_cap": self.cursor.dropped_frames,
-                **{f"dropped_{k}": v for k, v in self.stats.dropped.items()}}
-
-    def run_counts(self) -> dict[str, int]:
-        """This run's counts in the outputs' keys (driver.outputs.OutputConsumer): the cursor restores lifetime
-        ones; totals add runs up. Drops are by reason (dropped_<reason>); ``dropped`` is the journal cap's."""
-        now = self._lifetime()
-        counts = {k: v - self._base.get(k, 0) for k, v in now.items()}
-        counts["dropped"] = counts.pop("journal_cap")
-        counts.update(forwarded=self.stats.sent, retried=self.stats.retried, failures=self.stats.failures)
-        return counts
-
-    @property
-    def up(self) -> bool:
-        return self.stats.up
-
-    def reset_run_counts(self) -> None:
-        self.stats.sent = self.stats.retried = self.stats.failures = 0
-        self._base = self._lifetime()
-
-    # ---- consumer contract ---------------------------------------------------------------------------------
-    @property
-    def sealed(self) -> bool:
-        return self._sealed
-
-    @sealed.setter
-    def sealed(self, value: bool) -> None:
-        self._sealed = value
-        if value:
+    def _on_sealed(self, sealed: bool) -> None:
+        if sealed:
             self.batcher.hurry(self.stats)  # its last lines go without waiting for batch-wait
 
-    @property
-    def saved_pos(self) -> int:
-        return self._saved_pos
+    def _probing(self) -> bool:
+        return not self.batcher.up
 
-    @property
-    def done_pos(self) -> int:
-        return self._saved_pos
+    def _prepare_after(self, batch: _Batch) -> bool:
+        return batch.part is not None
 
-    def caught_up(self) -> bool:
-        return self._pending is None and self.cursor.pos >= self.journal.end
-
-    async def step(self, loop: asyncio.AbstractEventLoop, executor) -> bool:
-        """Deliver one batch; False when there is nothing to send. The next batch is prepared in a worker thread
-        while this one waits for its push (not while Loki is away: then batches are small and one at a time)."""
-        probing = not self.batcher.up
-        if self._pending is None:
-            self._pending = await loop.run_in_executor(executor, self._prepare,
-                                                       min(self._limit, PROBE_BYTES) if probing else self._limit)
-            if self._pending is None:
-                return False
-        batch = self._pending
-        following = None
-        if not probing and batch.part is not None:
-            following = loop.run_in_executor(executor, self._prepare, self._limit)
-        try:
-            result = await self.batcher.send(batch.part) if batch.part is not None else None
-        except BaseException:
-            if following is not None:
-                following.add_done_callback(lambda f: f.exception())  # closing: the saved cursor re-reads it
-            raise
+    async def _deliver(self, batch: _Batch) -> bool:
+        result = await self.batcher.send(batch.part) if batch.part is not None else None
         if result is not None and result.outcome is Outcome.SPLIT and batch.end - batch.start > PROBE_BYTES:
             # Too large for Loki: read it again in smaller batches.
             self._limit = max(PROBE_BYTES, (batch.end - batch.start) // 2)
-            if following is not None:
-                await asyncio.wait([following])
-            if self._saved_pos >= self.journal.start:
-                self._pending = None
-                self.journal.rewind(self.cursor, self._saved_pos)
-                return True
-            # The cap gave up its journal bytes meanwhile: it cannot be read again. Lost, and counted as the
-            # cap's other drops; the batch after it goes on.
-            self.journal.count_lost(self.cursor, batch.lines, batch.end - batch.start)
-            self._saved_pos = batch.end
-            self._pending = following.result() if following is not None and not following.exception() else None
-            return True
-        self._count(batch, result)
-        self._saved_pos = batch.end
-        self._pending = None
-        if not self._save(batch.end, in_place_only=True):
-            await loop.run_in_executor(executor, self._save, batch.end)
-        self._pending = await following if following is not None else None
+            return False
+        self.stats.dropped.update(batch.dropped)
+        if result is not None and result.outcome is Outcome.STORED:
+            self.stats.acked += batch.part.entries
+        elif result is not None:  # a final 400, or a smallest batch still too large
+            self.stats.dropped[REJECTED] += batch.part.entries
         return True
 
-    def _count(self, batch: _Batch, result) -> None:
-        for reason, n in batch.dropped.items():
-            self.stats.dropped[reason] += n
-        if result is None:
-            return
-        if result.outcome is Outcome.STORED:
-            self.stats.acked += batch.part.entries
-        else:  # a final 400, or a smallest batch still too large
-            self.stats.dropped[REJECTED] += batch.part.entries
-
-    def _prepare(self, limit: int) -> _Batch | None:
-        """Read, check and encode the next batch of at most ``limit`` journal bytes (worker thread)."""
-        while True:
-            start = self.cursor.pos
-            got = read_frames(self.journal, self.decoder, start, limit, self.sealed)
-            if got is None:
-                if start < self.journal.start:  # its segment was deleted under us: the cap counted it
-                    self.journal.skip_lost(self.cursor)
-                    continue
-                return None
-            entries, used = got
-            if used == 0:
-                return None
-            if self.journal.take(self.cursor, start, used):
-                break
+    def _batch(self, start: int, end: int, entries: list[tuple], offsets: list[int] | None) -> _Batch:
+        """Check and encode a batch (worker thread)."""
         lines = len(entries)
         if self.filtered:
-            return _Batch(start, start + used, None, lines, {FILTERED: lines} if lines else {})
+            return _Batch(start, end, lines, None, {FILTERED: lines} if lines else {})
         entries = merge_partials(entries, self.limits.max_line_size or 1 << 62)
         dropped: dict[str, int] = {}
-        part = self._part(entries, dropped, more=start + used < self.journal.end) if entries else None
-        return _Batch(start, start + used, part, lines, dropped)
+        part = self._part(entries, dropped, more=end < self.journal.end) if entries else None
+        return _Batch(start, end, lines, part, dropped)
 
     def _part(self, entries: list[tuple], dropped: dict[str, int], more: bool) -> Part | None:
         """One stream per source, entries Loki would refuse left out and counted in ``dropped``. ``more``: the
@@ -247,21 +144,6 @@ class LokiSink:
         if labels is None:  # a source other than stdout/stderr: its own stream, labelled as the driver does
             labels = self._streams[source] = codec.format_labels(with_source(self._base_labels, source))
         return labels
-
-    def _save(self, pos: int, in_place_only: bool = False) -> bool:
-        try:
-            return self.store.save(self.cursor, pos=pos, extra={"acked": self.stats.acked,
-                                                                  "dropped": dict(self.stats.dropped)},
-                                   in_place_only=in_place_only)
-        except OSError as exc:
-            log.warning("could not save loki cursor", extra={"error": str(exc)})
-            return True
-
-    def flush(self) -> None:
-        self._save(self._saved_pos)
-
-    def close(self) -> None:
-        self.flush()
 
     async def aclose(self) -> None:
         """The batcher is shared: it closes when its last sink lets go of it."""
