@@ -175,7 +175,7 @@ def test_only_the_items_refused_for_now_go_again(tmp_path):
     rx, c = run(main())
     assert sorted(messages(rx)) == sorted(f"line {i}" for i in range(100))
     assert max(rx.cluster.ids(INDEX).values()) == 1 and rx.cluster.duplicates == 0  # nothing indexed twice
-    assert c.sink.stats.sent == 104 and c.sink.stats.retried == 4 and waits.waits
+    assert c.sink.stats.forwarded == 104 and c.sink.stats.retried == 4 and waits.waits
     assert c.sink.stats.indexed == 100
 
 
@@ -305,3 +305,31 @@ def test_16k_chunks_are_joined_into_one_message_named_by_the_first_chunks_offset
     assert [len(d.source["message"]) for d in docs] == [6, 3 * 16384, 5]
     assert docs[1].id == f"{c.journal.incarnation}-{c.id}-{first}" and docs[1].source["event"]["sequence"] == first
     assert c.sink.stats.indexed == 3  # documents; the journal held 5 frames
+
+
+def test_counts_are_lifetime_counts_saved_with_the_cursor(tmp_path):
+    async def main():
+        async with bulk_receiver() as rx:
+            rx.cluster.item_faults = [ItemFault(400, "mapper_parsing_exception", times=None,
+                                                match=lambda s, _id: s["message"] == "bad")]
+            b = batcher_for(rx.url)
+            c = Container(tmp_path, "app", b)
+            c.write([b"a", b"bad", b"b"])
+            c.sink.sealed = True
+            await drain(c)
+            restarted = c.new_sink()  # a plugin restart: counts come back from the cursor, this run's are 0
+            c.sink = restarted
+            before = restarted.run_counts()
+            c.write([b"c"], start=NOW + 10)
+            restarted.sealed = True
+            await drain(c)
+            await b.close()
+            return before, restarted, c
+
+    before, restarted, c = run(main())
+    assert (restarted.stats.indexed, restarted.stats.acked) == (3, 3)
+    assert restarted.stats.dropped["mapper_parsing_exception"] == 1
+    assert before["indexed"] == before["acked"] == before["dropped_mapper_parsing_exception"] == 0
+    after = restarted.run_counts()
+    assert (after["indexed"], after["acked"], after["status_200"]) == (1, 1, 1)
+    assert c.saved()["extra"] == {"acked": 3, "indexed": 3, "duplicates": 0, "dropped": {"mapper_parsing_exception": 1}}

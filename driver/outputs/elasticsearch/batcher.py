@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from driver.outputs.acked import OutputStats
 from driver.outputs.elasticsearch import codec
 from driver.outputs.elasticsearch.client import BulkResult, EsClient, Outcome
 from driver.outputs.loki.client import Backoff
@@ -30,16 +31,13 @@ _ID = re.compile(rb'"_id":"([^"]*)"')
 
 
 @dataclass
-class EsStats:
-    """Per-sink counters (the metrics endpoint reads them)."""
+class EsStats(OutputStats):
+    """An Elasticsearch sink's counts (driver.outputs.acked.OutputStats): the batcher counts each request's
+    documents in its part's stats (``forwarded``, ``retried``, ``failures``, ``up``, ``statuses``), the sink what
+    became of them (``acked`` = ``indexed`` + ``duplicates``, ``dropped`` by error.type)."""
 
-    sent: int = 0  # documents sent, resends included
     indexed: int = 0  # documents Elasticsearch indexed, past the saved cursor
     duplicates: int = 0  # 409 on create: already indexed by an earlier send (a resend), not an error
-    retried: int = 0  # documents sent again after a failure
-    failures: int = 0  # requests (or item rounds) that left some of this sink's documents unsettled
-    up: bool = False  # the last request holding this sink's documents got a bulk answer
-    dropped: Counter = field(default_factory=Counter)  # documents, by reason (error.type, too_large)
     statuses: Counter = field(default_factory=Counter)  # HTTP status of each request holding its documents (0: none)
 
 
@@ -207,7 +205,7 @@ class Batcher:
         for p in {id(p): p for p, _ in docs}.values():
             p.stats.statuses[result.status] += 1
         for p, _ in docs:
-            p.stats.sent += 1
+            p.stats.forwarded += 1
         if result.outcome is Outcome.SPLIT:
             self.up = True
             if len(docs) == 1:
