@@ -8,7 +8,8 @@ good and counted by ``error.type``). A kill or a failure resends at most one bat
 was indexed already answers 409 and is counted as ``duplicates``, not indexed twice.
 
 16 KiB chunks are joined into one message up to ``es-max-message-size``; a joined line keeps its first chunk's
-journal offset, in its id and in ``event.sequence``.
+journal offset, in its id and in ``event.sequence``. Counts are in lines as received (a joined line counts its
+chunks), so ``acked + dropped = received`` holds per output as for forward.
 """
 
 from __future__ import annotations
@@ -105,9 +106,12 @@ class EsSink(AckedOutput):
         if not entries:
             return _Batch(start, end, 0, None)
         lines = len(entries)
-        entries, offsets = merge_partials_at(entries, offsets, self.max_message)
+        chunks: list[int] = []
+        entries, offsets = merge_partials_at(entries, offsets, self.max_message, chunks)
         docs = self.template.documents(entries, offsets)
-        return _Batch(start, end, lines, Part(docs, self.stats, urgent=self.sealed or end < self.journal.end))
+        joined = chunks if len(docs) < lines else None  # counts stay in lines, as received
+        return _Batch(start, end, lines, Part(docs, self.stats, urgent=self.sealed or end < self.journal.end,
+                                              lines=joined))
 
     async def aclose(self) -> None:
         """The batcher is shared: it closes when its last sink lets go of it."""
