@@ -8,12 +8,14 @@ import asyncio
 import os
 import socket
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from driver.frames import encode_entry
 from driver.info import LogInfo
+from driver.metrics import detail_families
 from driver.options import parse_options
 from driver.pipeline import Pipeline
 from driver.settings import Settings
@@ -113,3 +115,12 @@ def test_elasticsearch_gets_every_line_once_beside_a_dead_forward_and_a_lost_ans
     assert counts["indexed"] + counts["duplicates"] == counts["acked"] == LINES
     assert counts["retried"] == counts["duplicates"] and counts["failures"] == 1
     assert not [k for k in counts if k.startswith("dropped_")] and counts["dropped"] == 0
+    # What the metrics show of it (driver/metrics.py's families for the counts only some outputs report).
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in detail_families({"elasticsearch": Counter(counts), "forward": Counter()})
+               for s in fam.samples}
+    assert samples[("logbridge_sink_lines_duplicates_total", (("sink", "elasticsearch"),))] == counts["duplicates"]
+    assert samples[("logbridge_sink_lines_indexed_total", (("sink", "elasticsearch"),))] == counts["indexed"]
+    assert samples[("logbridge_sink_responses_total", (("sink", "elasticsearch"), ("status", "0")))] == 1
+    assert samples[("logbridge_sink_responses_total", (("sink", "elasticsearch"), ("status", "200")))] >= 2
+    assert not [k for k in samples if ("sink", "forward") in k[1]]  # forward reports none of them
