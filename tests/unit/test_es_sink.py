@@ -234,6 +234,7 @@ def test_a_read_only_cluster_keeps_the_lines_until_it_takes_writes_again(tmp_pat
             while len(waits.waits) < 3 and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             assert c.sink.saved_pos == 0 and not c.sink.up  # nothing settled, nothing lost, output down
+            assert "cluster_block_exception" in c.sink.stats.last_error  # what the status view shows
             rx.cluster.read_only = False
             await task
             await b.close()

@@ -86,6 +86,7 @@ class Batcher:
         self._last_drop_log = -LOG_EVERY
         self._in_flight: list[Part] = []
         self._retry_after: float | None = None  # the last failed answer's Retry-After
+        self._last_error = ""  # why the last round left documents unsettled (the status view shows it)
         self.users = 0  # sinks attached (the owner closes the batcher when none is left)
 
     # ---- sink side -----------------------------------------------------------------------------------------
@@ -179,6 +180,7 @@ class Batcher:
                 return
             for p in unsettled:
                 p.stats.failures += 1
+                p.stats.last_error = self._last_error
             await self._sleep(self.backoff.next(self._retry_after))
 
     async def _send(self, docs: list[tuple[Part, int]]) -> bool:
@@ -220,6 +222,7 @@ class Batcher:
         if result.outcome is Outcome.RETRY:
             self.up = False
             self._retry_after = result.retry_after
+            self._last_error = f"HTTP {result.status}: {result.message[:200]}" if result.status else result.message
             self._complain("Elasticsearch bulk request failed; retrying, lines wait in the journals", result)
             return False
         self.up = True
@@ -231,6 +234,7 @@ class Batcher:
                 self._settle(p, i, item)
             retried = [item for item in result.items if item.verdict == codec.RETRY]
             if retried:
+                self._last_error = f"{len(retried)} documents refused for now: {retried[0].error_type}"
                 self._complain(f"Elasticsearch refused {len(retried)} documents for now ({retried[0].error_type}: "
                                f"{retried[0].reason[:200]}); retrying those", result)
         return True
