@@ -177,3 +177,21 @@ def test_a_lost_or_garbled_incarnation_file_gets_a_new_id(tmp_path):
     assert second != first and len(second) == 16
     (tmp_path / "j" / "incarnation").unlink()
     assert Journal(str(tmp_path / "j")).incarnation not in (first, second)
+
+
+def test_no_inode_for_the_incarnation_file_still_gives_an_id_for_this_run(tmp_path):
+    """A full state file system must not stop a container from starting: the id then lives for this run only
+    (a restart makes a new one: resends may be copies, never mistaken for lines already indexed)."""
+    import subprocess
+
+    mnt = tmp_path / "inodes"
+    mnt.mkdir()
+    # Inodes for the mount's root, the journal directory and its first segment: none for the incarnation file.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=3", "tmpfs", str(mnt)], check=True)
+    try:
+        j = Journal(str(mnt / "j"))
+        assert len(j.incarnation) == 16 and not (mnt / "j" / "incarnation").exists()
+        assert sorted(p.name for p in (mnt / "j").iterdir()) == [f"{0:020d}.seg"]  # no temporary file left
+        j.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
