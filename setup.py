@@ -1,5 +1,6 @@
 """Builds the optional C speedups (driver/_speedups.c, driver/outputs/forward/_entries.c,
-driver/outputs/loki/_encode.c); everything else is declared in pyproject.toml.
+driver/outputs/loki/_encode.c, driver/outputs/elasticsearch/_encode.c); everything else is declared in
+pyproject.toml.
 
 ``optional=True``: without a compiler or Python headers the install goes on without the extension and the
 pure-Python code runs. One abi3 build serves every CPython >= 3.11 of the same architecture.
@@ -26,6 +27,13 @@ setup(
         Extension(
             "driver.outputs.loki._encode",
             ["driver/outputs/loki/_encode.c"],
+            py_limited_api=True,
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
+            "driver.outputs.elasticsearch._encode",
+            ["driver/outputs/elasticsearch/_encode.c"],
             py_limited_api=True,
             optional=True,
             extra_compile_args=["-O2"],

@@ -141,11 +141,32 @@ class LogbridgeCollector:
             for key in sorted(k for k in counts[name] if k.startswith("dropped_")):
                 dropped.add_metric([name, key.removeprefix("dropped_")], counts[name][key])
         yield dropped
+        yield from detail_families(counts)
         up = GaugeMetricFamily("logbridge_sink_up", "1 when the sink's last delivery attempt succeeded",
                                labels=["container_id", "sink"])
         for cid, s in sinks:
             up.add_metric([cid, s.name], 1 if s.up else 0)
         yield up
+
+
+def detail_families(counts: dict[str, Counter]) -> Iterator[Metric]:
+    """Counts only some outputs report (driver.outputs.OutputConsumer's optional keys), for the outputs that
+    report them: ``indexed`` and ``duplicates`` (a resend the destination already held: Elasticsearch's 409),
+    and ``status_<code>``, the requests by HTTP status (0: no answer)."""
+    for key, name, help_text in (("indexed", "logbridge_sink_lines_indexed", "records the destination stored"),
+                                 ("duplicates", "logbridge_sink_lines_duplicates",
+                                  "records the destination already held (a resend; Elasticsearch's 409)")):
+        fam = CounterMetricFamily(name, help_text, labels=["sink"])
+        for sink, c in counts.items():
+            if key in c:
+                fam.add_metric([sink], c[key])
+        yield fam
+    statuses = CounterMetricFamily("logbridge_sink_responses", "requests by HTTP status (0: no answer)",
+                                   labels=["sink", "status"])
+    for sink, c in counts.items():
+        for key in sorted((k for k in c if k.startswith("status_")), key=lambda k: int(k[7:])):
+            statuses.add_metric([sink, key.removeprefix("status_")], c[key])
+    yield statuses
 
 
 def make_metrics_app(registry) -> web.Application:

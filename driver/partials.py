@@ -14,19 +14,24 @@ def merge_partials(entries: list[tuple], max_bytes: int) -> list[tuple]:
     return merge_partials_at(entries, None, max_bytes)[0]
 
 
-def merge_partials_at(entries: list[tuple], offsets: list[int] | None,
-                      max_bytes: int) -> tuple[list[tuple], list[int] | None]:
+def merge_partials_at(entries: list[tuple], offsets: list[int] | None, max_bytes: int,
+                      chunks: list[int] | None = None) -> tuple[list[tuple], list[int] | None]:
     """merge_partials that also carries each entry's journal offset (``offsets``, parallel to ``entries``): a
-    joined line keeps its first chunk's, so its record id does not depend on where the line ends."""
+    joined line keeps its first chunk's, so its record id does not depend on where the line ends. ``chunks``: a
+    list that gets how many entries each returned one stands for (an output that counts lines, not records)."""
     if not any(e[3] for e in entries):
+        if chunks is not None:
+            chunks[:] = [1] * len(entries)
         return entries, offsets
     out: list[tuple | None] = []
     at: list[int] = []
+    weight: list[int] = []
     open_seqs: dict[tuple[str, str], list[int]] = {}  # (source, id) → indexes in ``out`` of its chunks
     sizes: dict[tuple[str, str], int] = {}
     for n, entry in enumerate(entries):
         out.append(entry)
         at.append(offsets[n] if offsets is not None else 0)
+        weight.append(1)
         source, time_nano, line, partial, last, partial_id, ordinal = entry
         if not partial:
             continue
@@ -38,13 +43,16 @@ def merge_partials_at(entries: list[tuple], offsets: list[int] | None,
             del open_seqs[key], sizes[key]  # too large to join: its chunks go as they are
             continue
         if last:
-            chunks = sorted((out[i] for i in idx), key=lambda e: e[6])
-            merged = b"".join(c[2] for c in chunks)
+            parts = sorted((out[i] for i in idx), key=lambda e: e[6])
+            merged = b"".join(c[2] for c in parts)
             first_at = min(at[i] for i in idx)
             for i in idx:
                 out[i] = None
-            out[-1] = (source, chunks[0][1], merged, False, False, "", 0)
+            out[-1] = (source, parts[0][1], merged, False, False, "", 0)
             at[-1] = first_at
+            weight[-1] = len(idx)
             del open_seqs[key], sizes[key]
     kept = [i for i, e in enumerate(out) if e is not None]
+    if chunks is not None:
+        chunks[:] = [weight[i] for i in kept]
     return [out[i] for i in kept], ([at[i] for i in kept] if offsets is not None else None)

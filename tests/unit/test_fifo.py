@@ -207,8 +207,8 @@ def test_the_fifo_closing_with_room_again_keeps_the_unfinished_frame_for_the_nex
 def test_no_room_for_a_new_segment_file_drops_and_counts_instead_of_raising(tmp_path):
     mnt = tmp_path / "inodes"
     mnt.mkdir()
-    # Inodes for the mount's root, the journal directory, its first segment and one filler file.
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=4", "tmpfs", str(mnt)], check=True)
+    # Inodes for the mount's root, the journal directory, its first segment, its incarnation file and one filler.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=5", "tmpfs", str(mnt)], check=True)
     try:
         journal = Journal(str(mnt / "j"), segment_bytes=4096)
         filler = mnt / "filler"

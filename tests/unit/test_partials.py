@@ -43,3 +43,15 @@ def test_a_joined_line_keeps_its_first_chunks_offset():
     assert out == [line("stdout", b"plain"), ("stdout", 1, b"Aa", False, False, "", 0), entries[3]]
     assert offsets == [30, 0, 90]
     assert merge_partials_at(entries, None, 1 << 20) == (out, None)
+
+
+def test_merge_partials_at_says_how_many_chunks_each_entry_stands_for():
+    from driver.partials import merge_partials_at
+
+    entries = [("stdout", 1, b"a", False, False, "", 0), ("stdout", 2, b"b1", True, False, "p", 1),
+               ("stdout", 3, b"b2", True, True, "p", 2), ("stdout", 4, b"c", False, False, "", 0)]
+    chunks: list[int] = []
+    merged, offsets = merge_partials_at(entries, [0, 10, 20, 30], 1 << 20, chunks)
+    assert [e[2] for e in merged] == [b"a", b"b1b2", b"c"] and offsets == [0, 10, 30] and chunks == [1, 2, 1]
+    merge_partials_at(entries[:1], [0], 1 << 20, chunks)
+    assert chunks == [1]

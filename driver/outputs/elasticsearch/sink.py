@@ -1,0 +1,121 @@
+"""The Elasticsearch sink: one container's journal → documents for its destination's batcher, exactly once within
+one backing index when document ids are on (the default), at least once without them.
+
+As the forward and Loki sinks: it reads the journal through its own cursor, so a cluster that is down, red or
+read-only only grows this sink's backlog on disk. A batch of journal bytes becomes one part of the bulk
+requests; the saved cursor moves when every document of it is settled (indexed, a 409 duplicate, or dropped for
+good and counted by ``error.type``). A kill or a failure resends at most one batch, with the same ids, so what
+was indexed already answers 409 and is counted as ``duplicates``, not indexed twice.
+
+16 KiB chunks are joined into one message up to ``es-max-message-size``; a joined line keeps its first chunk's
+journal offset, in its id and in ``event.sequence``. Counts are in lines as received (a joined line counts its
+chunks), so ``acked + dropped = received`` holds per output as for forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from driver.journal import CursorStore, Journal
+from driver.outputs.acked import AckedOutput, Batch
+from driver.outputs.elasticsearch.batcher import Batcher, EsStats, Part
+from driver.outputs.elasticsearch.codec import DocumentTemplate
+from driver.partials import merge_partials_at
+
+log = logging.getLogger(__name__)
+
+NAME = "elasticsearch"
+BATCH_BYTES = 256 << 10  # journal bytes per batch: ~4k short lines, ~2 MB of documents
+PROBE_BYTES = 16 << 10  # while the cluster is away: one small batch per container in memory
+
+
+@dataclass
+class _Batch(Batch):
+    part: Part | None  # None: no entries (garbage only)
+
+
+class EsSink(AckedOutput):
+    name = NAME
+    BATCH_BYTES = BATCH_BYTES
+    PROBE_BYTES = PROBE_BYTES
+    wants_offsets = True  # ids and event.sequence are journal offsets
+
+    def __init__(self, journal: Journal, store: CursorStore, batcher: Batcher, template: DocumentTemplate, *,
+                 container_id: str, max_message: int = 1 << 20, on_close=None) -> None:
+        self.batcher = batcher
+        self.template = template
+        self.max_message = max_message
+        self._on_close = on_close  # awaited by aclose(): lets go of the shared batcher
+        super().__init__(journal, store, container_id=container_id, stats=EsStats())
+        extra = self.cursor.extra
+        self.stats.indexed, self.stats.duplicates = int(extra.get("indexed", 0)), int(extra.get("duplicates", 0))
+        self._base = self._lifetime()  # restored counts: run_counts() are this run's
+
+    # ---- counts: the base's, plus indexed and duplicates (together acked) and HTTP statuses ------------------
+    def _lifetime(self) -> dict[str, int]:
+        return {**super()._lifetime(), "indexed": self.stats.indexed, "duplicates": self.stats.duplicates}
+
+    def run_counts(self) -> dict[str, int]:
+        """The outputs' keys (driver.outputs.OutputConsumer), plus ``indexed``, ``duplicates`` and
+        ``status_<code>`` per request holding this container's documents (0: no HTTP answer)."""
+        counts = super().run_counts()
+        counts.update({f"status_{code}": n for code, n in self.stats.statuses.items()})
+        return counts
+
+    def reset_run_counts(self) -> None:
+        super().reset_run_counts()
+        self.stats.statuses.clear()
+
+    def _save(self, pos: int, in_place_only: bool = False) -> bool:
+        try:
+            return self.store.save(self.cursor, pos=pos, extra={"acked": self.stats.acked,
+                                                                  "indexed": self.stats.indexed,
+                                                                  "duplicates": self.stats.duplicates,
+                                                                  "dropped": dict(self.stats.dropped)},
+                                   in_place_only=in_place_only)
+        except OSError as exc:
+            log.warning("could not save an output's cursor", extra={"sink": NAME, "error": str(exc)})
+            return True
+
+    # ---- the output's part ---------------------------------------------------------------------------------
+    def _on_sealed(self, sealed: bool) -> None:
+        if sealed:
+            self.batcher.hurry(self.stats)  # its last lines go without waiting for batch-wait
+
+    def _probing(self) -> bool:
+        return not self.batcher.up
+
+    def _prepare_after(self, batch: _Batch) -> bool:
+        return batch.part is not None
+
+    async def _deliver(self, batch: _Batch) -> bool:
+        """Done when every document is settled: the batcher retries what is not, in memory, so this never gives
+        a batch back."""
+        if batch.part is None:
+            return True
+        settled = await self.batcher.send(batch.part)
+        self.stats.indexed += settled.indexed
+        self.stats.duplicates += settled.duplicates
+        self.stats.acked += settled.indexed + settled.duplicates
+        self.stats.dropped.update(settled.dropped)
+        return True
+
+    def _batch(self, start: int, end: int, entries: list[tuple], offsets: list[int] | None) -> _Batch:
+        """Join chunks and encode the documents (worker thread)."""
+        if not entries:
+            return _Batch(start, end, 0, None)
+        lines = len(entries)
+        chunks: list[int] = []
+        entries, offsets = merge_partials_at(entries, offsets, self.max_message, chunks)
+        docs = self.template.documents(entries, offsets)
+        joined = chunks if len(docs) < lines else None  # counts stay in lines, as received
+        return _Batch(start, end, lines, Part(docs, self.stats, urgent=self.sealed or end < self.journal.end,
+                                              lines=joined))
+
+    async def aclose(self) -> None:
+        """The batcher is shared: it closes when its last sink lets go of it."""
+        self.batcher.forget(self.stats)
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            await on_close()
