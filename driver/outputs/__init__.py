@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from driver.outputs import acked
-
 if TYPE_CHECKING:  # driver.options imports this module: only annotations name it here
     from driver.info import LogInfo
     from driver.journal import Cursor, CursorStore, Journal
@@ -59,6 +57,13 @@ def _no_check(opts: Options) -> None:
     return None
 
 
+def _acked_saved_counts(cursor: Cursor) -> dict[str, int]:
+    # Imported here, not at the top: driver.speedups imports the outputs' C modules, so this package must not
+    # import driver.frames (through acked) while driver.frames is still importing driver.speedups.
+    from driver.outputs.acked import saved_counts
+    return saved_counts(cursor)
+
+
 @dataclass(frozen=True)
 class Output:
     name: str  # the consumer's name: its cursor file and the metrics' ``sink`` label; unique
@@ -68,7 +73,7 @@ class Output:
     check: Callable[[Options], None] = _no_check  # combinations of its options; raises OptionError at docker run
     make_shared: Callable[[], Any] | None = None  # one per plugin process, handed to every build; aclose() at exit
     # its consumer's ``saved`` counts read from its cursor, for a container without a pipeline now
-    saved_counts: Callable[[Cursor], dict[str, int]] = acked.saved_counts
+    saved_counts: Callable[[Cursor], dict[str, int]] = _acked_saved_counts
 
 
 _outputs: dict[str, Output] = {}

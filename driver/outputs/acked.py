@@ -45,6 +45,7 @@ def saved_counts(cursor) -> dict[str, int]:
     counts = {key: int(extra.get(key, 0)) for key in COUNTS}
     counts["dropped"] = cursor.dropped_frames
     counts.update({f"dropped_{reason}": int(n) for reason, n in extra.get("dropped", {}).items()})
+    counts.update({key: int(n) for key, n in extra.get("more", {}).items()})  # an output's own (_more_counts)
     return counts
 
 
@@ -275,6 +276,9 @@ class AckedOutput:
         """What the cursor saves beside the position (an output may add its own)."""
         extra: dict = {key: getattr(self.stats, key) for key in COUNTS}
         extra["dropped"] = dict(self.stats.dropped)
+        more = self._more_counts()
+        if more:
+            extra["more"] = more
         if self.finished_at is not None:
             extra.update(finished_at=self.finished_at, finished_end=self._finished_end)
         return extra
@@ -319,6 +323,12 @@ class AckedOutput:
     def _prepare_after(self, batch: Batch) -> bool:
         """Whether to prepare the next batch while this one travels."""
         return True
+
+    def _more_counts(self) -> dict[str, int]:
+        """The output's own lifetime counts, saved with the cursor and shown as saved (``indexed``,
+        ``duplicates``, ``status_<code>``: driver.metrics.detail_families); restore them from
+        ``self.cursor.extra["more"]``."""
+        return {}
 
     def _on_sealed(self, sealed: bool) -> None:
         """The pipeline sealed the consumer (its container's last FIFO ended) or unsealed it (a new FIFO)."""

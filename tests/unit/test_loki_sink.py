@@ -448,7 +448,7 @@ def test_counts_survive_a_restart(tmp_path):
 
     c, saved = run(main())
     assert saved == {"acked": 2, "dropped": 0, "dropped_greater_than_max_sample_age": 1, "forwarded": 4,
-                     "retried": 2, "failures": 1}
+                     "retried": 2, "failures": 1, "status_503": 1, "status_204": 1}  # the pushes' HTTP statuses
     assert c.sink.saved == saved and c.sink.stats.acked == 2 and c.sink.cursor.pos == c.journal.end
 
 

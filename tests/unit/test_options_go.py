@@ -88,8 +88,10 @@ def _go_value(name: str, text: str):
     raise AssertionError(name)
 
 
-# Docker's own drivers' options (json-file, dockerd's keys, fluentd); the Loki rows have their own tests.
-STRICT = [o.name for o in option_table() if o.name not in ("journal-max-size",) and o.group != "loki" and any(
+# Docker's own drivers' options (json-file, dockerd's keys, fluentd); the Loki and Elasticsearch rows have their
+# own tests.
+STRICT = [o.name for o in option_table() if o.name not in ("journal-max-size",)
+          and o.group not in ("loki", "elasticsearch") and any(
     word in o.kind.form for word in ("size like", "whole number", "true or false", "duration"))]
 # Forms Docker's own drivers accept that logbridge rejects on purpose: a negative duration (a wait or timeout
 # below zero), and fluentd-max-retries past 32 bits (dockerd 20.10 parses 64, later ones 32).

@@ -48,35 +48,15 @@ class EsSink(AckedOutput):
         self.max_message = max_message
         self._on_close = on_close  # awaited by aclose(): lets go of the shared batcher
         super().__init__(journal, store, container_id=container_id, stats=EsStats())
-        extra = self.cursor.extra
-        self.stats.indexed, self.stats.duplicates = int(extra.get("indexed", 0)), int(extra.get("duplicates", 0))
-        self._base = self._lifetime()  # restored counts: run_counts() are this run's
+        more = self.cursor.extra.get("more", {})
+        self.stats.indexed, self.stats.duplicates = int(more.get("indexed", 0)), int(more.get("duplicates", 0))
+        self.stats.statuses.update({int(k[7:]): int(n) for k, n in more.items() if k.startswith("status_")})
 
-    # ---- counts: the base's, plus indexed and duplicates (together acked) and HTTP statuses ------------------
-    def _lifetime(self) -> dict[str, int]:
-        return {**super()._lifetime(), "indexed": self.stats.indexed, "duplicates": self.stats.duplicates}
-
-    def run_counts(self) -> dict[str, int]:
-        """The outputs' keys (driver.outputs.OutputConsumer), plus ``indexed``, ``duplicates`` and
-        ``status_<code>`` per request holding this container's documents (0: no HTTP answer)."""
-        counts = super().run_counts()
-        counts.update({f"status_{code}": n for code, n in self.stats.statuses.items()})
-        return counts
-
-    def reset_run_counts(self) -> None:
-        super().reset_run_counts()
-        self.stats.statuses.clear()
-
-    def _save(self, pos: int, in_place_only: bool = False) -> bool:
-        try:
-            return self.store.save(self.cursor, pos=pos, extra={"acked": self.stats.acked,
-                                                                  "indexed": self.stats.indexed,
-                                                                  "duplicates": self.stats.duplicates,
-                                                                  "dropped": dict(self.stats.dropped)},
-                                   in_place_only=in_place_only)
-        except OSError as exc:
-            log.warning("could not save an output's cursor", extra={"sink": NAME, "error": str(exc)})
-            return True
+    def _more_counts(self) -> dict[str, int]:
+        """indexed and duplicates (together acked), and ``status_<code>`` per request holding this container's
+        documents (0: no HTTP answer)."""
+        return {"indexed": self.stats.indexed, "duplicates": self.stats.duplicates,
+                **{f"status_{code}": n for code, n in self.stats.statuses.items()}}
 
     # ---- the output's part ---------------------------------------------------------------------------------
     def _on_sealed(self, sealed: bool) -> None:

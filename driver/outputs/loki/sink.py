@@ -60,6 +60,12 @@ class LokiSink(AckedOutput):
         self._metadata = codec.metadata_bytes({"container_id": container_id}) if structured_metadata else None
         self._now_ns = now_ns or time.time_ns  # injectable: the age checks are about the wall clock
         self._on_close = on_close  # awaited by aclose(): lets go of the shared batcher
+        more = self.cursor.extra.get("more", {})
+        self.stats.statuses.update({int(k[7:]): int(n) for k, n in more.items() if k.startswith("status_")})
+
+    def _more_counts(self) -> dict[str, int]:
+        """``status_<code>`` per push holding this container's entries (0: no HTTP answer)."""
+        return {f"status_{code}": n for code, n in self.stats.statuses.items()}
 
     def _on_sealed(self, sealed: bool) -> None:
         if sealed:
