@@ -12,7 +12,7 @@ import logging
 import os
 from concurrent.futures import Executor
 
-from driver import outputs
+from driver import outputs, statefiles
 from driver.fifo import FifoSource
 from driver.info import LogInfo, extra_attributes, render_tag
 from driver.journal import CursorStore, Journal, JournalFull
@@ -44,7 +44,7 @@ class Pipeline:
         # Segments are the unit the cap gives up: keep several under the cap so it bites close to its value.
         self.journal = Journal(os.path.join(self.dir, "journal"), segment_bytes=max(64 << 10, min(8 << 20, cap // 8)),
                                max_bytes=cap)
-        store = self.store = CursorStore(os.path.join(self.dir, "cursors"))
+        store = self.store = CursorStore(os.path.join(self.dir, "cursors"), self.journal.end)
         self.jsonlog = self._make_jsonlog(settings, store)
         # Each output its own consumer: own cursor, backlog and failures, so a dead destination delays no other.
         container = outputs.Container(info, opts, self.journal, store, log_path(settings.log_root, info.container_id))
@@ -54,11 +54,7 @@ class Pipeline:
         # into the plugin's totals (when it last finished or the plugin stopped) is kept beside them.
         self.baseline = ContainerStats(info.container_id)
         self._folded_path = os.path.join(self.dir, "folded.json")
-        try:
-            with open(self._folded_path, encoding="utf-8") as f:
-                self.baseline.restore(json.load(f))
-        except (FileNotFoundError, ValueError):
-            pass
+        self._load_folded()
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}
         self._idle = {c.name: asyncio.Event() for c in self.consumers}
@@ -249,6 +245,16 @@ class Pipeline:
             await c.aclose()
         self.closed.set()
 
+    def _load_folded(self) -> None:
+        try:
+            self.baseline.restore(statefiles.load(self._folded_path) or {})
+        except (TypeError, ValueError, AttributeError) as exc:
+            if not isinstance(exc, statefiles.StateUnreadable):
+                exc = statefiles.StateUnreadable(self._folded_path, "corrupt", f"unexpected content ({exc})")
+            self.baseline = ContainerStats(self.container_id)
+            statefiles.set_aside(exc, "folded.json", "the container's counts are added to the totals again (the "
+                                 "totals may count its lines twice)", container=self.container_id[:12])
+
     def fold_into(self, totals: ContainerStats, save) -> None:
         """Add what this container counted since its last fold to ``totals`` and remember it was added
         (``save(path, render)`` writes folded.json, later if the disk refuses it now: StateFiles.save)."""
@@ -256,7 +262,7 @@ class Pipeline:
         totals.add(self.baseline, sign=-1)
         self.baseline = ContainerStats(self.container_id)
         self.baseline.add(self.stats)
-        text = json.dumps(self.baseline.to_json())
+        text = json.dumps(statefiles.versioned(self.baseline.to_json()))
         save(self._folded_path, lambda: text)
 
     @property

@@ -17,7 +17,7 @@ import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-from driver import outputs
+from driver import outputs, statefiles
 from driver.info import LogInfo, render_tag
 from driver.options import OptionError, parse_options
 from driver.pipeline import Pipeline
@@ -25,7 +25,7 @@ from driver.profiles import Profiles
 from driver.retention import Retention, RetentionPolicy
 from driver.settings import Settings
 from driver.sinks.jsonlog import NAME as JSONLOG
-from driver.statedir import container_dir, journal_end, read_cursor
+from driver.statedir import container_dir, container_ids, journal_end, read_cursor
 from driver.statefiles import StateFiles
 from driver.stats import ContainerStats
 
@@ -73,7 +73,7 @@ class Registry:
                         "never blocks a container, so the default blocking mode loses nothing",
                         extra={"container": info.container_id[:12]})
         with self.state_lock:
-            self._save_info(info_json, info.container_id)
+            self._save_info(info_json, info.container_id, fifo)
             pipeline = self.pipelines.get(info.container_id)
             if pipeline is None:
                 pipeline = self._new_pipeline(info, opts)
@@ -128,22 +128,39 @@ class Registry:
 
     async def restore(self) -> None:
         """Re-open the FIFOs of the previous run and finish journals left behind by stopped containers."""
-        try:
-            with open(self._table, encoding="utf-8") as f:
-                table = json.load(f)
-        except (FileNotFoundError, ValueError):
-            table = {}
-        for fifo, cid in table.items():
+        for fifo, cid in self._load_table().items():
             if not os.path.exists(fifo):
                 continue  # dockerd unlinks a FIFO when its logger closes
             try:
-                info_json = self._load_info(cid)
+                info_json = self._load_info(cid, fifo)
                 await self.start_logging(fifo, info_json)
                 log.info("re-attached FIFO after restart", extra={"container": cid[:12], "fifo": fifo})
             except Exception as exc:  # noqa: BLE001 - one broken entry must not stop the others
                 log.error("could not re-attach FIFO", extra={"fifo": fifo, "error": str(exc)})
         self._resume_unfinished()
         self._save_table()
+
+    def _load_table(self) -> dict[str, str]:
+        """The FIFO table of the previous run. An unreadable one is rebuilt from the FIFO each container's
+        info.json names (the last one it was given), so that no live FIFO is left undrained."""
+        try:
+            data = statefiles.load(self._table) or {}
+            table = data.get("fifos", {}) if statefiles.FORMAT_KEY in data else data  # format 0: the bare map
+            if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in table.items()):
+                raise statefiles.StateUnreadable(self._table, "corrupt", "not a map of FIFO paths to container ids")
+            return table
+        except statefiles.StateUnreadable as exc:
+            statefiles.set_aside(exc, "fifos.json", "the FIFOs are found again from each container's info.json")
+        table = {}
+        for cid in container_ids(self.settings.state_dir):
+            try:
+                fifo = (statefiles.load(self._info_path(cid)) or {}).get("fifo")
+            except statefiles.StateUnreadable:
+                continue  # set aside when the container's Info is read
+            if isinstance(fifo, str):
+                table[fifo] = cid
+        return table
 
     def _resume_unfinished(self) -> None:
         root = os.path.join(self.settings.state_dir, "containers")
@@ -159,6 +176,8 @@ class Registry:
                 pipeline = self._new_pipeline(info, opts)
                 pipeline.seal()
                 log.info("finishing journal left by a stopped container", extra={"container": cid[:12]})
+            except statefiles.StateUnreadable:
+                continue  # set aside and logged: nothing says which outputs its journal was kept for
             except Exception as exc:  # noqa: BLE001
                 log.error("could not resume container state", extra={"container": cid[:12], "error": str(exc)})
 
@@ -201,34 +220,63 @@ class Registry:
     def _info_path(self, cid: str) -> str:
         return os.path.join(self.settings.state_dir, "containers", cid, "info.json")
 
-    def _save_info(self, info_json: dict, cid: str) -> None:
+    def _save_info(self, info_json: dict, cid: str, fifo: str) -> None:
+        """dockerd's Info for ``cid`` and the FIFO it came with (the FIFO table's backup)."""
         path = self._info_path(cid)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        text = json.dumps(info_json)
+        text = json.dumps(statefiles.versioned({"fifo": fifo, "info": info_json}))
         self.state_files.save(path, lambda: text)
 
-    def _load_info(self, cid: str) -> dict:
-        with open(self._info_path(cid), encoding="utf-8") as f:
-            return json.load(f)
+    def _load_info(self, cid: str, fifo: str | None = None) -> dict:
+        """The Info saved for ``cid``. An unreadable info.json (set aside) while its FIFO is live gives an Info
+        without options: the FIFO is drained into json.log with the default options, outputs off, until the
+        container's next start brings its Info again; a container left draining blocks once its pipe is full."""
+        path = self._info_path(cid)
+        try:
+            data = statefiles.load(path)
+            if data is None:
+                raise FileNotFoundError(path)
+            info = data.get("info") if statefiles.FORMAT_KEY in data else data  # format 0: the Info itself
+            if not isinstance(info, dict):
+                raise statefiles.StateUnreadable(path, "corrupt", "no Info object")
+            return info
+        except statefiles.StateUnreadable as exc:
+            if fifo is None:
+                statefiles.set_aside(exc, "info.json", "the container's journal is left as it is", container=cid)
+                raise
+            statefiles.set_aside(exc, "info.json", "its FIFO is drained into json.log with default options, "
+                                 "outputs off, until the container starts again", container=cid)
+            return {"ContainerID": cid, "Config": {}}
 
     def _load_totals(self) -> None:
         try:
-            with open(self._totals_path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (FileNotFoundError, ValueError):
+            data = statefiles.load(self._totals_path)
+            if data is None:
+                return
+            finished = ContainerStats("finished")
+            finished.restore(data.get("containers", {}))
+            # A totals.json written before outputs were plug-ins has the forward sink's counts under "forward".
+            by_output = {name: Counter(counts)
+                         for name, counts in data.get("outputs", {"forward": data.get("forward", {})}).items()}
+            for counts in by_output.values():
+                if not all(isinstance(v, int) for v in counts.values()):
+                    raise TypeError("a count that is not a number")
+        except (TypeError, ValueError, AttributeError) as exc:
+            if not isinstance(exc, statefiles.StateUnreadable):
+                exc = statefiles.StateUnreadable(self._totals_path, "corrupt", f"unexpected content ({exc})")
+            statefiles.set_aside(exc, "totals.json", "the finished containers' totals start again from zero")
             return
-        self.finished_totals.restore(data.get("containers", {}))
-        # A totals.json written before outputs were plug-ins has the forward sink's counts under "forward".
-        for name, counts in data.get("outputs", {"forward": data.get("forward", {})}).items():
+        self.finished_totals.add(finished)
+        for name, counts in by_output.items():
             self.finished_outputs[name].update(counts)
 
     def _save_totals(self) -> None:
         """Finished containers' counts, so the plugin's totals survive its restarts (a retry writes the newest)."""
-        self.state_files.save(self._totals_path, lambda: json.dumps({"containers": self.finished_totals.to_json(),
-                                                                     "outputs": self.finished_outputs}))
+        self.state_files.save(self._totals_path, lambda: json.dumps(statefiles.versioned(
+            {"containers": self.finished_totals.to_json(), "outputs": self.finished_outputs})))
 
     def _save_table(self) -> None:
-        self.state_files.save(self._table, lambda: json.dumps(self.fifos))
+        self.state_files.save(self._table, lambda: json.dumps(statefiles.versioned({"fifos": self.fifos})))
 
 
 def give_back_memory() -> None:

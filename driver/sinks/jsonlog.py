@@ -73,6 +73,10 @@ class JsonLogWriter:
 
     # ---- crash recovery --------------------------------------------------------------------------------------
     def _recover(self) -> None:
+        if self.cursor.recovered:
+            self._skip = 0
+            self._resume_without_cursor()
+            return
         extra = self.cursor.extra
         if "stats" in extra:
             self.stats.restore(extra["stats"])
@@ -96,6 +100,21 @@ class JsonLogWriter:
             # Nothing saved yet (a new pipeline): record json.log as it is now, so that a kill before the first
             # periodic save cuts json.log back to here instead of keeping lines that the replay writes again.
             self.flush()
+
+    def _resume_without_cursor(self) -> None:
+        """The saved cursor was unreadable (set aside and counted by the store): json.log itself says how far it
+        got. Resume after the journal frame of its last whole line; without that frame in the journal, from the
+        journal's start (lines json.log may already hold come again: a duplicate, never a gap)."""
+        keep, last = _last_whole_line(self.logfile.path, self.logfile.size) if self.logfile.size else (0, b"")
+        self.logfile.truncate_to(keep)  # a torn last line: the replay writes it whole
+        found = self._frame_end_of(last, self.journal.end) if last else None
+        pos = found if found is not None else self.journal.start
+        self.cursor.pos = self.written_pos = self._saved_pos = pos
+        self._cut_frame = found is None and pos > 0  # a segment start may fall inside a frame
+        log.warning("json.log cursor was unreadable: resuming after json.log's last line found in the journal",
+                    extra={"path": self.logfile.path, "found_in_journal": found is not None, "resume_at": pos,
+                           "journal_start": self.journal.start, "journal_end": self.journal.end})
+        self.flush()
 
     def _resume_after_last_line(self, saved_size: int) -> None:
         """json.log lost its tail (see the module docstring): cut it after its last whole line, resume after the
