@@ -228,6 +228,45 @@ class Journal:
             self._truncate_locked(pos)
             return tail
 
+    def cut_zero_tail(self) -> int:
+        """Cut the zeros a power cut left at the journal's end; returns the bytes cut.
+
+        A power cut leaves zero-filled pages where the journal's size reached the disk and its last pages did not.
+        New frames appended after them would sit behind zeros that the decoder steps over four bytes at a time and
+        then misreads, holding back the lines after them. dockerd never writes an empty frame, so a zero header
+        where a frame begins (walked from the furthest consumer's position, a boundary) with only zeros after it
+        is the sign; then the whole run of zeros goes, and what is left may end inside a frame, which the decoder
+        resynchronises past as after any torn frame. Zeros inside a frame's declared length stay."""
+        with self._lock:
+            pos, chunk, base = self.known_boundary(), b"", 0
+            while True:
+                rel = pos - base
+                if len(chunk) - rel < HEADER:
+                    base, chunk, rel = pos, self._read_locked(pos, 1 << 20), 0
+                    if len(chunk) < HEADER:
+                        return 0
+                (length,) = _unpack_len(chunk, rel)
+                if length == 0:
+                    break
+                if length > MAX_FRAME:
+                    return 0  # garbage: the decoder resynchronises past it
+                pos += HEADER + length
+            cut = self.end
+            while cut > self._wstart:
+                block = self._read_locked(max(self._wstart, cut - PAGE), cut - max(self._wstart, cut - PAGE))
+                kept = len(block.rstrip(b"\0"))
+                cut -= len(block) - kept
+                if kept:
+                    break
+            if cut > pos:
+                return 0  # not zeros from that header on: garbage, left to the decoder
+            removed = self.end - cut
+            self._truncate_locked(cut)
+        statefiles.recovered[("journal segment", "zero_tail")] += 1
+        log.error("journal ends in zeros where frames belong (a power cut): cut them off",
+                  extra={"dir": self.dir, "at": cut, "bytes": removed})
+        return removed
+
     # ---- reading (any thread) -----------------------------------------------------------------------------------
     def _read_fd(self, start: int) -> int:
         fd = self._read_fds.get(start)
@@ -376,6 +415,9 @@ class Journal:
         self.close()
         for start in self._starts:
             Path(self._path(start)).unlink(missing_ok=True)
+
+
+PAGE = 4096  # zeros are looked for a page at a time
 
 
 class CursorStore:

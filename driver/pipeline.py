@@ -50,6 +50,7 @@ class Pipeline:
         container = outputs.Container(info, opts, self.journal, store, log_path(settings.log_root, info.container_id))
         self.outputs: list[Consumer] = outputs.build(container, shared or outputs.Shared())
         self.consumers: list[Consumer] = [self.jsonlog, *self.outputs]
+        self.journal.cut_zero_tail()  # a power cut's zero-filled pages: before any new frame lands behind them
         # Counts restored from the cursors are the container's lifetime counts; the part of them already folded
         # into the plugin's totals (when it last finished or the plugin stopped) is kept beside them.
         self.baseline = ContainerStats(info.container_id)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from driver import statefiles
+from driver.frames import encode_entry
 from driver.journal import CursorStore, Journal
 from driver.sinks import jsonlog
 from driver.stats import ContainerStats
@@ -169,3 +170,50 @@ def test_a_segment_that_lost_its_tail_does_not_stop_its_readers(tmp_path):
     assert got[-1] == 999 and got == sorted(set(got))  # to the end, in order, nothing twice
     assert 1000 - len(got) < 250  # only the gap's lines (segment 1's missing 3 KB, ~60 lines, and a torn frame)
     assert statefiles.recovered == {("journal segment", "short"): 1, ("journal segment", "corrupt"): 1}
+
+
+def test_a_journal_that_lost_the_frames_json_log_holds_keeps_json_logs_lines(tmp_path, monkeypatch):
+    """A power cut after json.log got lines past its saved size: the journal lost its tail, json.log did not.
+    Cutting json.log back to the saved size and replaying would lose the lines the journal no longer holds."""
+    monkeypatch.setattr(jsonlog, "SAVE_INTERVAL", 1e9)
+    a = writer(tmp_path)
+    a.journal.write(frames(0, 100))
+    drain(a)
+    a.flush()  # saved: 100 lines
+    a.journal.write(frames(100, 50))
+    drain(a)  # json.log: 150 lines, not saved
+    a.journal.close()
+    [segment] = (tmp_path / "journal").iterdir()
+    os.truncate(segment, len(frames(0, 120)) + 3)  # the journal kept 120 frames and a torn one
+    journal = Journal(str(tmp_path / "journal"))
+    b = jsonlog.JsonLogWriter(journal, CursorStore(str(tmp_path / "cursors"), journal.end),
+                              str(tmp_path / "logs" / "c-json.log"), None, 50, False, None, ContainerStats("c"))
+    journal.write(frames(150, 30))
+    drain(b)
+    assert all_numbers(tmp_path) == list(range(180))
+    assert statefiles.recovered == {("journal segment", "behind_json_log"): 1}
+
+
+def test_a_journal_ending_in_zero_filled_pages_takes_new_lines_after_them(tmp_path):
+    """A power cut: the journal's size reached the disk, its last page did not (zeros from inside a frame on).
+    The pipeline cuts the zeros once its consumers are loaded; lines appended later are not held back."""
+    journal = Journal(str(tmp_path / "journal"))
+    old = frames(0, 200)
+    journal.write(old[: len(old) * 2 // 3] + bytes(len(old) - len(old) * 2 // 3))
+    w = jsonlog.JsonLogWriter(journal, CursorStore(str(tmp_path / "cursors"), journal.end),
+                              str(tmp_path / "logs" / "c-json.log"), None, 50, False, None, ContainerStats("c"))
+    assert journal.cut_zero_tail() > 0
+    drain(w)
+    journal.write(frames(200, 100))
+    drain(w)
+    got = all_numbers(tmp_path)
+    assert got[-100:] == list(range(200, 300)) and got == sorted(set(got))
+    assert statefiles.recovered == {("journal segment", "zero_tail"): 1}
+
+
+def test_zeros_inside_a_frame_are_kept(tmp_path):
+    """A line of NULs at the journal's end is data, not a lost page."""
+    journal = Journal(str(tmp_path / "journal"))
+    journal.write(frames(0, 10) + encode_entry(("stdout", 1, bytes(5000), False, False, "", 0)))
+    end = journal.end
+    assert journal.cut_zero_tail() == 0 and journal.end == end
