@@ -38,7 +38,7 @@ def parse(out: Path) -> list[tuple[int, int]]:
     """(run, line number) of every complete line the follower printed."""
     lines = out.read_text().split("\n")[:-1]
     parsed = [LINE.fullmatch(line) for line in lines]
-    assert all(parsed), f"unexpected lines: {[s for s, m in zip(lines, parsed) if not m][:5]}"
+    assert all(parsed), f"unexpected lines: {[s for s, m in zip(lines, parsed, strict=True) if not m][:5]}"
     return [(int(m[1]), int(m[2])) for m in parsed]
 
 
@@ -54,7 +54,7 @@ def test_follow_ends_at_the_first_restart_as_json_files_does(dockerd, bb_image, 
                                                env=dockerd.env, stdout=out, stderr=subprocess.PIPE)
         try:
             for name in drivers:
-                wait_for(f"{name}: a line followed before the restarts", lambda n=name: parse(outs[n]), 30)
+                wait_for(f"{name}: a line followed before the restarts", lambda o=outs[name]: parse(o), 30)
             for _ in range(RESTARTS):
                 dockerd.docker("restart", "-t", "0", *drivers.values(), timeout=60)
             # Every follower has ended by now or ends very soon; one that went on across a restart ends only at
