@@ -48,6 +48,7 @@ class Registry:
         self.state_files = StateFiles(loop)  # a full state dir: warned once, counted, retried
         self._load_totals()
         self.profiles = Profiles(settings.profiles)
+        self._check_profiles()
         self.state_lock = threading.Lock()  # retention removes a container's files only while holding it
         self.retention = Retention(settings.log_root, settings.state_dir,
                                    RetentionPolicy(settings.retention_seconds, settings.max_bytes),
@@ -133,7 +134,15 @@ class Registry:
                 continue  # dockerd unlinks a FIFO when its logger closes
             try:
                 info_json = self._load_info(cid, fifo)
-                await self.start_logging(fifo, info_json)
+                try:
+                    await self.start_logging(fifo, info_json)
+                except OptionError as exc:
+                    # Its options no longer parse (a profiles file gone bad, a version with stricter rules): a FIFO
+                    # left undrained blocks its container once the pipe is full, so json.log gets its lines.
+                    log.error("options of a re-attached FIFO refused: its lines go to json.log with default "
+                              "options, outputs off, until the container starts again",
+                              extra={"container": cid[:12], "error": str(exc)})
+                    await self.start_logging(fifo, {**info_json, "Config": {}})
                 log.info("re-attached FIFO after restart", extra={"container": cid[:12], "fifo": fifo})
             except Exception as exc:  # noqa: BLE001 - one broken entry must not stop the others
                 log.error("could not re-attach FIFO", extra={"fifo": fifo, "error": str(exc)})
@@ -247,6 +256,15 @@ class Registry:
             statefiles.set_aside(exc, "info.json", "its FIFO is drained into json.log with default options, "
                                  "outputs off, until the container starts again", container=cid)
             return {"ContainerID": cid, "Config": {}}
+
+    def _check_profiles(self) -> None:
+        """A profiles file that cannot be read is reported at start (it is the operator's: never set aside)."""
+        try:
+            self.profiles.check()
+        except OptionError as exc:
+            statefiles.recovered[("profiles", "corrupt")] += 1
+            log.error("profiles file unreadable: containers that name a profile fail to start until it is fixed",
+                      extra={"path": self.profiles.path, "error": str(exc)})
 
     def _load_totals(self) -> None:
         try:

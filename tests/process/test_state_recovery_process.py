@@ -41,8 +41,13 @@ class Run:
     def __init__(self, base: Path, fifo_dir: Path) -> None:
         self.addr = f"127.0.0.1:{free_port()}"
         base.mkdir()
-        self.plugin = PluginProcess(base, env={"METRICS_ADDR": self.addr}).start()
-        self.loggers = {name: FakeLogger(self.plugin, fifo_dir=fifo_dir) for name in "ABC"}
+        self.profiles = base / "profiles.json"
+        self.profiles.write_text(json.dumps({"node": {"max-file": "3"}}))
+        self.plugin = PluginProcess(base, env=self.env()).start()
+        # A names a profile: a profiles file gone bad must not leave its FIFO undrained
+        self.loggers = {name: FakeLogger(self.plugin, fifo_dir=fifo_dir,
+                                         config={"logbridge-profile": "node"} if name == "A" else None)
+                        for name in "ABC"}
         for logger in self.loggers.values():
             logger.start()
             write_numbers(logger, 0, FIRST - 1)
@@ -51,6 +56,9 @@ class Run:
         self.loggers["C"].stop()
         assert wait_for(lambda: total(scrape(self.addr), "logbridge_containers_active") == 2, timeout=30)
         self.plugin.kill()
+
+    def env(self) -> dict[str, str]:
+        return {"METRICS_ADDR": self.addr, "LOGBRIDGE_PROFILES": str(self.profiles)}
 
     def json_log(self, logger: FakeLogger) -> Path:
         return self.plugin.log_file(logger.container_id)
@@ -91,6 +99,7 @@ CASES = {
     "cursor": (lambda r: r.cdir("A") / "cursors" / "jsonlog.json", "zero-filled tail", "corrupt"),
     "folded.json": (lambda r: r.cdir("C") / "folded.json", "foreign", "foreign"),
     "journal segment": (lambda r: last_segment(r.cdir("A")), "truncated", None),
+    "profiles": (lambda r: r.profiles, "garbage", "corrupt"),
 }
 
 
@@ -126,6 +135,11 @@ def test_a_damaged_state_file_is_recovered_from_logged_once_and_counted(run, kin
     out = run.plugin.stdout.read_text()
     assert "Traceback" not in out
     errors = [r for r in map(json.loads, out.splitlines()) if r["level"] == "error"]
+    if kind == "profiles":  # the operator's file: reported at start, never set aside; A carries on with defaults
+        assert [e["msg"].split(":")[0] for e in errors] == ["profiles file unreadable",
+                                                             "options of a re-attached FIFO refused"], errors
+        assert errors[0]["path"] == str(path) and path.exists()
+        return
     assert len(errors) == 1, errors  # logged once, with what was done
     if problem:
         assert errors[0]["path"] == str(path)
@@ -171,7 +185,7 @@ def test_a_power_cut_image_loses_nothing_the_image_holds(run, tmp_path):
         held[name] = journal_numbers(cdir) | {int(decode_line(raw)[0])
                                              for raw in data[: data.rfind(b"\n") + 1].splitlines(keepends=True)}
         assert 0 < len(held[name]) < FIRST  # the image did lose lines
-    run.restart(PluginProcess(image, env={"METRICS_ADDR": run.addr}))
+    run.restart(PluginProcess(image, env=run.env()))
     for name in "AB":
         logger = run.loggers[name]
         want = held[name] | set(range(FIRST, FIRST + MORE))
