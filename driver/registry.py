@@ -239,7 +239,8 @@ class Registry:
     def _load_info(self, cid: str, fifo: str | None = None) -> dict:
         """The Info saved for ``cid``. An unreadable info.json (set aside) while its FIFO is live gives an Info
         without options: the FIFO is drained into json.log with the default options, outputs off, until the
-        container's next start brings its Info again; a container left draining blocks once its pipe is full."""
+        container's next start brings its Info again (a FIFO left undrained blocks its container once the pipe
+        is full)."""
         path = self._info_path(cid)
         try:
             data = statefiles.load(path)
