@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import errno
 import json
+import logging
 import os
 import secrets
 import struct
@@ -22,7 +23,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from driver import statefiles
 from driver.frames import HEADER, MAX_FRAME, last_boundary
+
+log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".seg"
 INCARNATION_FILE = "incarnation"  # beside the segments: 16 hex digits and a newline
@@ -47,6 +51,7 @@ class Cursor:
     dropped_frames: int = 0  # frames the byte cap took before this consumer read them
     dropped_bytes: int = 0
     extra: dict = field(default_factory=dict)  # consumer state saved with the position (e.g. json.log size)
+    recovered: bool = False  # its saved file was unreadable: ``pos`` is a fallback, not where the consumer was
 
 
 class Journal:
@@ -58,9 +63,7 @@ class Journal:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        self._starts: list[int] = sorted(
-            int(n[: -len(SEGMENT_SUFFIX)]) for n in os.listdir(directory) if n.endswith(SEGMENT_SUFFIX)
-        )
+        self._starts: list[int] = self._list_segments()
         self._read_fds: dict[int, int] = {}
         self.cursors: dict[str, Cursor] = {}
         self.dropped_segments = 0
@@ -76,6 +79,29 @@ class Journal:
         self.end = last + self._wlen
 
     # ---- layout -------------------------------------------------------------------------------------------
+    def _list_segments(self) -> list[int]:
+        """The segments' start offsets. A file that is no segment of ours is set aside; a segment shorter than
+        the next one's offset says (a power cut took its tail) is extended with zeros, which decode as nothing:
+        readers go on past the gap instead of waiting for bytes that never come."""
+        starts = []
+        for name in os.listdir(self.dir):
+            stem = name[: -len(SEGMENT_SUFFIX)]
+            if name.endswith(SEGMENT_SUFFIX) and len(stem) == 20 and stem.isdigit():
+                starts.append(int(stem))
+            elif name.endswith(SEGMENT_SUFFIX):
+                statefiles.set_aside(statefiles.StateUnreadable(os.path.join(self.dir, name), "corrupt",
+                                                                "not a segment name"), "journal segment",
+                                     "the journal goes on without it")
+        starts.sort()
+        for start, following in zip(starts, starts[1:], strict=False):
+            size = os.path.getsize(self._path(start))
+            if start + size < following:
+                statefiles.recovered[("journal segment", "short")] += 1
+                log.error("journal segment shorter than the stream says (its tail was lost): the gap is skipped",
+                          extra={"path": self._path(start), "size": size, "missing_bytes": following - start - size})
+                os.truncate(self._path(start), following - start)
+        return starts
+
     def _path(self, start: int) -> str:
         return os.path.join(self.dir, f"{start:020d}{SEGMENT_SUFFIX}")
 
@@ -234,6 +260,45 @@ class Journal:
             self._truncate_locked(pos)
             return tail
 
+    def cut_zero_tail(self) -> int:
+        """Cut the zeros a power cut left at the journal's end; returns the bytes cut.
+
+        A power cut leaves zero-filled pages where the journal's size reached the disk and its last pages did not.
+        New frames appended after them would sit behind zeros that the decoder steps over four bytes at a time and
+        then misreads, holding back the lines after them. dockerd never writes an empty frame, so a zero header
+        where a frame begins (walked from the furthest consumer's position, a boundary) with only zeros after it
+        is the sign; then the whole run of zeros goes, and what is left may end inside a frame, which the decoder
+        resynchronises past as after any torn frame. Zeros inside a frame's declared length stay."""
+        with self._lock:
+            pos, chunk, base = self.known_boundary(), b"", 0
+            while True:
+                rel = pos - base
+                if len(chunk) - rel < HEADER:
+                    base, chunk, rel = pos, self._read_locked(pos, 1 << 20), 0
+                    if len(chunk) < HEADER:
+                        return 0
+                (length,) = _unpack_len(chunk, rel)
+                if length == 0:
+                    break
+                if length > MAX_FRAME:
+                    return 0  # garbage: the decoder resynchronises past it
+                pos += HEADER + length
+            cut = self.end
+            while cut > self._wstart:
+                block = self._read_locked(max(self._wstart, cut - PAGE), cut - max(self._wstart, cut - PAGE))
+                kept = len(block.rstrip(b"\0"))
+                cut -= len(block) - kept
+                if kept:
+                    break
+            if cut > pos:
+                return 0  # not zeros from that header on: garbage, left to the decoder
+            removed = self.end - cut
+            self._truncate_locked(cut)
+        statefiles.recovered[("journal segment", "zero_tail")] += 1
+        log.error("journal ends in zeros where frames belong (a power cut): cut them off",
+                  extra={"dir": self.dir, "at": cut, "bytes": removed})
+        return removed
+
     # ---- reading (any thread) -----------------------------------------------------------------------------------
     def _read_fd(self, start: int) -> int:
         fd = self._read_fds.get(start)
@@ -389,6 +454,9 @@ class Journal:
             Path(self._path(start)).unlink(missing_ok=True)
 
 
+PAGE = 4096  # zeros are looked for a page at a time
+
+
 class CursorStore:
     """Persists cursors as small JSON files that a SIGKILL or a power cut leaves old or new, never torn.
 
@@ -401,8 +469,9 @@ class CursorStore:
 
     SLOT = 512
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, journal_end: int | None = None) -> None:
         self.dir = directory
+        self.journal_end = journal_end  # the end of the journal these cursors point into, when it was opened
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self._fds: dict[str, int] = {}  # cursor name -> its file, open for in-place saves
         self._lock = threading.Lock()  # saves run in worker threads: no fd closed (and reused) under a pwrite
@@ -411,24 +480,38 @@ class CursorStore:
         return os.path.join(self.dir, f"{name}.json")
 
     def load(self, name: str) -> Cursor:
+        """The saved cursor; a new one (at 0, ``recovered`` set) when the file is unreadable, which is set aside.
+        A cursor past the journal's end (the journal lost its tail in a power cut: its pages never reached the
+        disk, the cursor's did) comes back at the end, where new frames land."""
+        end = self.journal_end
+        path = self._path(name)
         try:
-            with open(self._path(name), encoding="utf-8") as f:
-                data = json.load(f)
-        except (FileNotFoundError, ValueError):
-            return Cursor(name)
-        return Cursor(
-            name,
-            pos=int(data.get("pos", 0)),
-            dropped_frames=int(data.get("dropped_frames", 0)),
-            dropped_bytes=int(data.get("dropped_bytes", 0)),
-            extra=dict(data.get("extra", {})),
-        )
+            data = statefiles.load(path)
+            if data is None:
+                return Cursor(name)
+            cursor = Cursor(name, pos=int(data.get("pos", 0)), dropped_frames=int(data.get("dropped_frames", 0)),
+                            dropped_bytes=int(data.get("dropped_bytes", 0)), extra=dict(data.get("extra", {})))
+            if cursor.pos < 0:
+                raise ValueError("negative position")
+        except (TypeError, ValueError) as exc:
+            if not isinstance(exc, statefiles.StateUnreadable):
+                exc = statefiles.StateUnreadable(path, "corrupt", f"unexpected content ({exc})")
+            statefiles.set_aside(exc, "cursor", "the consumer starts again from the journal's oldest segment "
+                                 "(what it had already delivered may be delivered again)", consumer=name)
+            return Cursor(name, recovered=True)
+        if end is not None and cursor.pos > end:
+            statefiles.recovered[("cursor", "past_journal_end")] += 1
+            log.error("cursor past the journal's end (its tail was lost): resuming at the end",
+                      extra={"path": path, "pos": cursor.pos, "journal_end": end})
+            cursor.pos = end
+        return cursor
 
     def save(self, cursor: Cursor, pos: int | None = None, extra: dict | None = None, *,
              in_place_only: bool = False) -> bool:
         """Save ``cursor`` (at ``pos``, with ``extra``); with ``in_place_only`` only if one pwrite does it (the
         cursor has been saved before in this run and fits its slot): returns whether it was saved."""
         data = json.dumps({
+            statefiles.FORMAT_KEY: statefiles.FORMAT,
             "pos": cursor.pos if pos is None else pos,
             "dropped_frames": cursor.dropped_frames,
             "dropped_bytes": cursor.dropped_bytes,

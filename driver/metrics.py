@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from driver import __version__, outputs
+from driver import __version__, outputs, statefiles
 from driver.procmem import pss_bytes
 from driver.stats import DROP_REASONS, STREAMS, ContainerStats
 
@@ -111,6 +111,12 @@ class LogbridgeCollector:
         for name, count in sorted(self.registry.state_files.failures.items()):
             refused.add_metric([name], count)
         yield refused
+        recovered = CounterMetricFamily("logbridge_state_files_recovered",
+                                        "state files found unreadable (corrupt, or another version's) and recovered "
+                                        "from since the plugin started", labels=["file", "problem"])
+        for (kind, problem), count in sorted(statefiles.recovered.items()):
+            recovered.add_metric([kind, problem], count)
+        yield recovered
         yield from self._output_families(live)
 
     def _output_families(self, live) -> Iterator[Metric]:

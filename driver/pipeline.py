@@ -11,7 +11,7 @@ import logging
 import os
 from concurrent.futures import Executor
 
-from driver import outputs
+from driver import outputs, statefiles
 from driver.fifo import FifoSource
 from driver.info import LogInfo, extra_attributes, render_tag
 from driver.journal import CursorStore, Journal, JournalFull
@@ -46,7 +46,7 @@ class Pipeline:
         # Segments are the unit the cap gives up: keep several under the cap so it bites close to its value.
         self.journal = Journal(os.path.join(self.dir, "journal"), segment_bytes=max(64 << 10, min(8 << 20, cap // 8)),
                                max_bytes=cap)
-        store = self.store = CursorStore(os.path.join(self.dir, "cursors"))
+        store = self.store = CursorStore(os.path.join(self.dir, "cursors"), self.journal.end)
         self.jsonlog = self._make_jsonlog(settings, store)
         # Each output its own consumer: own cursor, backlog and failures, so a dead destination delays no other.
         container = outputs.Container(info, opts, self.journal, store, log_path(settings.log_root, info.container_id))
@@ -54,6 +54,7 @@ class Pipeline:
         for output in self.outputs:
             output.finished_max_age = opts["finished-max-age"]  # one bound for every output (driver.outputs.acked)
         self.consumers: list[Consumer] = [self.jsonlog, *self.outputs]
+        self.journal.cut_zero_tail()  # a power cut's zero-filled pages: before any new frame lands behind them
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}
         self._idle = {c.name: asyncio.Event() for c in self.consumers}

@@ -40,6 +40,13 @@ class Profiles:
                 self._mtime = mtime
             return self._profiles
 
+    def check(self) -> None:
+        """Read the file now; OptionError names it and what is wrong."""
+        try:
+            self._load()
+        except (OSError, ValueError) as exc:
+            raise OptionError(f"logbridge: cannot read profiles file {self.path}: {_reason(exc)}") from None
+
     def apply(self, config: dict[str, str]) -> dict[str, str]:
         """The container's log-opts with its profile's underneath; unchanged without ``logbridge-profile``."""
         name = config.get(PROFILE_KEY)
@@ -48,9 +55,19 @@ class Profiles:
         try:
             profiles = self._load()
         except (OSError, ValueError) as exc:
-            raise OptionError(f"logbridge: cannot read profiles file {self.path}: {exc}") from None
+            raise OptionError(f"logbridge: cannot read profiles file {self.path}: {_reason(exc)}") from None
         if name not in profiles:
             known = ", ".join(sorted(profiles)) or "none"
             raise OptionError(f"logbridge: invalid log-opt {PROFILE_KEY}={name!r}: no such profile in {self.path} "
                               f"(defined: {known})")
         return {**profiles[name], **config}
+
+
+def _reason(exc: Exception) -> str:
+    """What is wrong with the file, without its content: the file holds secrets, and a JSON error's message
+    stays clear of them only while it names a position and not the text there."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 (at byte {exc.start})"
+    return str(exc)

@@ -17,7 +17,7 @@ import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-from driver import outputs
+from driver import outputs, statefiles
 from driver.info import LogInfo, render_tag
 from driver.options import OptionError, parse_options
 from driver.pipeline import Pipeline
@@ -52,6 +52,7 @@ class Registry:
         self.state_files = StateFiles(loop)  # a full state dir: warned once, counted, retried
         self._load_totals()
         self.profiles = Profiles(settings.profiles)
+        self._check_profiles()
         self.state_lock = threading.Lock()  # retention removes a container's files only while holding it
         self.retention = Retention(settings.log_root, settings.state_dir,
                                    RetentionPolicy(settings.retention_seconds, settings.max_bytes),
@@ -77,7 +78,7 @@ class Registry:
                         "never blocks a container, so the default blocking mode loses nothing",
                         extra={"container": info.container_id[:12]})
         with self.state_lock:
-            self._save_info(info_json, info.container_id)
+            self._save_info(info_json, info.container_id, fifo)
             pipeline = self.pipelines.get(info.container_id)
             if pipeline is None:
                 pipeline = self._new_pipeline(info, opts)
@@ -156,23 +157,48 @@ class Registry:
 
     async def restore(self) -> None:
         """Re-open the FIFOs of the previous run and finish journals left behind by stopped containers."""
-        try:
-            with open(self._table, encoding="utf-8") as f:
-                table = json.load(f)
-        except (FileNotFoundError, ValueError):
-            table = {}
-        for fifo, cid in table.items():
+        for fifo, cid in self._load_table().items():
             if not os.path.exists(fifo):
                 continue  # dockerd unlinks a FIFO when its logger closes
             try:
-                info_json = self._load_info(cid)
-                await self.start_logging(fifo, info_json)
+                info_json = self._load_info(cid, fifo)
+                try:
+                    await self.start_logging(fifo, info_json)
+                except OptionError as exc:
+                    # Its options no longer parse (a profiles file gone bad, a version with stricter rules): a FIFO
+                    # left undrained blocks its container once the pipe is full, so json.log gets its lines.
+                    log.error("options of a re-attached FIFO refused: its lines go to json.log with default "
+                              "options, outputs off, until the container starts again",
+                              extra={"container": cid[:12], "error": str(exc)})
+                    await self.start_logging(fifo, {**info_json, "Config": {}})
                 log.info("re-attached FIFO after restart", extra={"container": cid[:12], "fifo": fifo})
             except Exception as exc:  # noqa: BLE001 - one broken entry must not stop the others
                 log.error("could not re-attach FIFO", extra={"fifo": fifo, "error": str(exc)})
         self._resume_unfinished()
         self._save_totals()
         self._save_table()
+
+    def _load_table(self) -> dict[str, str]:
+        """The FIFO table of the previous run. An unreadable one is rebuilt from the FIFO each container's
+        info.json names (the last one it was given), so that no live FIFO is left undrained."""
+        try:
+            data = statefiles.load(self._table) or {}
+            table = data.get("fifos", {}) if statefiles.FORMAT_KEY in data else data  # format 0: the bare map
+            if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in table.items()):
+                raise statefiles.StateUnreadable(self._table, "corrupt", "not a map of FIFO paths to container ids")
+            return table
+        except statefiles.StateUnreadable as exc:
+            statefiles.set_aside(exc, "fifos.json", "the FIFOs are found again from each container's info.json")
+        table = {}
+        for cid in container_ids(self.settings.state_dir):
+            try:
+                fifo = (statefiles.load(self._info_path(cid)) or {}).get("fifo")
+            except statefiles.StateUnreadable:
+                continue  # set aside when the container's Info is read
+            if isinstance(fifo, str):
+                table[fifo] = cid
+        return table
 
     def _resume_unfinished(self) -> None:
         root = os.path.join(self.settings.state_dir, "containers")
@@ -191,6 +217,8 @@ class Registry:
                 pipeline = self._new_pipeline(info, opts)
                 pipeline.seal()
                 log.info("finishing journal left by a stopped container", extra={"container": cid[:12]})
+            except statefiles.StateUnreadable:
+                continue  # set aside and logged: nothing says which outputs its journal was kept for
             except Exception as exc:  # noqa: BLE001
                 log.error("could not resume container state", extra={"container": cid[:12], "error": str(exc)})
 
@@ -233,30 +261,71 @@ class Registry:
     def _info_path(self, cid: str) -> str:
         return os.path.join(self.settings.state_dir, "containers", cid, "info.json")
 
-    def _save_info(self, info_json: dict, cid: str) -> None:
+    def _save_info(self, info_json: dict, cid: str, fifo: str) -> None:
+        """dockerd's Info for ``cid`` and the FIFO it came with (the FIFO table's backup)."""
         path = self._info_path(cid)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        text = json.dumps(info_json)
+        text = json.dumps(statefiles.versioned({"fifo": fifo, "info": info_json}))
         self.state_files.save(path, lambda: text)
 
-    def _load_info(self, cid: str) -> dict:
-        with open(self._info_path(cid), encoding="utf-8") as f:
-            return json.load(f)
+    def _load_info(self, cid: str, fifo: str | None = None) -> dict:
+        """The Info saved for ``cid``. An unreadable info.json (set aside) while its FIFO is live gives an Info
+        without options: the FIFO is drained into json.log with the default options, outputs off, until the
+        container's next start brings its Info again (a FIFO left undrained blocks its container once the pipe
+        is full)."""
+        path = self._info_path(cid)
+        try:
+            data = statefiles.load(path)
+            if data is None:
+                raise FileNotFoundError(path)
+            info = data.get("info") if statefiles.FORMAT_KEY in data else data  # format 0: the Info itself
+            if not isinstance(info, dict):
+                raise statefiles.StateUnreadable(path, "corrupt", "no Info object")
+            return info
+        except statefiles.StateUnreadable as exc:
+            if fifo is None:
+                statefiles.set_aside(exc, "info.json", "the container's journal is left as it is", container=cid)
+                raise
+            statefiles.set_aside(exc, "info.json", "its FIFO is drained into json.log with default options, "
+                                 "outputs off, until the container starts again", container=cid)
+            return {"ContainerID": cid, "Config": {}}
+
+    def _check_profiles(self) -> None:
+        """A profiles file that cannot be read is reported at start (it is the operator's: never set aside)."""
+        try:
+            self.profiles.check()
+        except OptionError as exc:
+            statefiles.recovered[("profiles", "corrupt")] += 1
+            log.error("profiles file unreadable: containers that name a profile fail to start until it is fixed",
+                      extra={"path": self.profiles.path, "error": str(exc)})
 
     def _load_totals(self) -> None:
         try:
-            with open(self._totals_path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (FileNotFoundError, ValueError):
+            data = statefiles.load(self._totals_path)
+            if data is None:
+                return
+            finished = ContainerStats("finished")
+            finished.restore(data.get("containers", {}))
+            # A totals.json written before outputs were plug-ins has the forward sink's counts under "forward".
+            by_output = {name: Counter(counts)
+                         for name, counts in data.get("outputs", {"forward": data.get("forward", {})}).items()}
+            folded = {}
+            for cid, part in data.get("folded", {}).items():
+                stats = ContainerStats(cid)
+                stats.restore(part.get("containers", {}))
+                folded[cid] = (stats, {name: Counter(c) for name, c in part.get("outputs", {}).items()})
+            for counts in [*by_output.values(), *(c for _, sinks in folded.values() for c in sinks.values())]:
+                if not all(isinstance(v, int) for v in counts.values()):
+                    raise TypeError("a count that is not a number")
+        except (TypeError, ValueError, AttributeError) as exc:
+            if not isinstance(exc, statefiles.StateUnreadable):
+                exc = statefiles.StateUnreadable(self._totals_path, "corrupt", f"unexpected content ({exc})")
+            statefiles.set_aside(exc, "totals.json", "the finished containers' totals start again from zero")
             return
-        self.finished_totals.restore(data.get("containers", {}))
-        # A totals.json written before outputs were plug-ins has the forward sink's counts under "forward".
-        for name, counts in data.get("outputs", {"forward": data.get("forward", {})}).items():
+        self.finished_totals.add(finished)
+        for name, counts in by_output.items():
             self.finished_outputs[name].update(counts)
-        for cid, part in data.get("folded", {}).items():
-            stats = ContainerStats(cid)
-            stats.restore(part.get("containers", {}))
-            self.folded[cid] = (stats, {name: Counter(c) for name, c in part.get("outputs", {}).items()})
+        self.folded.update(folded)
         if "folded" not in data:
             self._folded_before_upgrade()
 
@@ -286,10 +355,11 @@ class Registry:
         folded = {cid: {"containers": stats.to_json(), "outputs": {n: dict(c) for n, c in sinks.items()}}
                   for cid, (stats, sinks) in self.folded.items()}
         finished = {n: dict(c) for n, c in self.finished_outputs.items()}
-        return json.dumps({"containers": self.finished_totals.to_json(), "outputs": finished, "folded": folded})
+        return json.dumps(statefiles.versioned({"containers": self.finished_totals.to_json(), "outputs": finished,
+                                                 "folded": folded}))
 
     def _save_table(self) -> None:
-        self.state_files.save(self._table, lambda: json.dumps(self.fifos))
+        self.state_files.save(self._table, lambda: json.dumps(statefiles.versioned({"fifos": self.fifos})))
 
 
 def saved_counts_on_disk(cdir: str) -> tuple[ContainerStats, dict[str, dict[str, int]]]:

@@ -37,9 +37,13 @@ def read_info(cdir: str) -> dict:
     """The Info dockerd sent with StartLogging ({} if missing or unreadable)."""
     try:
         with open(os.path.join(cdir, "info.json"), encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f)
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    info = data.get("info", {}) if "format" in data else data  # format 0 (no version key): the Info itself
+    return info if isinstance(info, dict) else {}
 
 
 def read_cursor(cdir: str, name: str) -> SavedCursor:

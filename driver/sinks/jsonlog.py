@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from driver import statefiles
 from driver.frames import HEADER, FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
 from driver.jsonfile import decode_line, encode_entries
@@ -73,6 +74,10 @@ class JsonLogWriter:
 
     # ---- crash recovery --------------------------------------------------------------------------------------
     def _recover(self) -> None:
+        if self.cursor.recovered:
+            self._skip = 0
+            self._resume_without_cursor()
+            return
         extra = self.cursor.extra
         if "stats" in extra:
             self.stats.restore(extra["stats"])
@@ -88,6 +93,8 @@ class JsonLogWriter:
             size = int(extra["size"]) if self.logfile.inode() == extra["inode"] else 0
             if self.logfile.size < size:
                 self._resume_after_last_line(size)
+            elif self.logfile.size > size and not self._cut_frame and self._journal_lost_json_logs_tail():
+                pass
             elif self.logfile.size != size:
                 log.info("json.log cut back to its last consistent size",
                          extra={"path": self.logfile.path, "from": self.logfile.size, "to": size})
@@ -96,6 +103,21 @@ class JsonLogWriter:
             # Nothing saved yet (a new pipeline): record json.log as it is now, so that a kill before the first
             # periodic save cuts json.log back to here instead of keeping lines that the replay writes again.
             self.flush()
+
+    def _resume_without_cursor(self) -> None:
+        """The saved cursor was unreadable (set aside and counted by the store): json.log itself says how far it
+        got. Resume after the journal frame of its last whole line; without that frame in the journal, from the
+        journal's start (lines json.log may already hold come again: a duplicate, never a gap)."""
+        keep, last = _last_whole_line(self.logfile.path, self.logfile.size) if self.logfile.size else (0, b"")
+        self.logfile.truncate_to(keep)  # a torn last line: the replay writes it whole
+        found = self._frame_end_of(last, self.journal.end) if last else None
+        pos = found if found is not None else self.journal.start
+        self.cursor.pos = self.written_pos = self._saved_pos = pos
+        self._cut_frame = found is None and pos > 0  # a segment start may fall inside a frame
+        log.warning("json.log cursor was unreadable: resuming after json.log's last line found in the journal",
+                    extra={"path": self.logfile.path, "found_in_journal": found is not None, "resume_at": pos,
+                           "journal_start": self.journal.start, "journal_end": self.journal.end})
+        self.flush()
 
     def _resume_after_last_line(self, saved_size: int) -> None:
         """json.log lost its tail (see the module docstring): cut it after its last whole line, resume after the
@@ -114,13 +136,31 @@ class JsonLogWriter:
         self.cursor.pos = self.written_pos = self._saved_pos = found  # and the journal keeps what is replayed
         self._skip = 0
 
-    def _frame_end_of(self, line: bytes, until: int) -> int | None:
-        """Journal position right after the last frame before ``until`` that json-file encodes as ``line``."""
+    def _journal_lost_json_logs_tail(self) -> bool:
+        """json.log is past its saved size, but the journal no longer holds the frame of its last line: a power cut
+        took the journal's tail (its pages, not json.log's, were lost). Cutting json.log back and replaying would
+        lose those lines for good, so json.log keeps them and the writer resumes at the journal's end (every
+        frame before it is already in json.log: they precede its last line)."""
+        keep, last = _last_whole_line(self.logfile.path, self.logfile.size)
+        if not last or self._frame_end_of(last, self.journal.end, since=self.cursor.pos) is not None:
+            return False
+        statefiles.recovered[("journal segment", "behind_json_log")] += 1
+        log.error("the journal lost its tail, json.log did not: json.log keeps its lines, resuming at the journal end",
+                  extra={"path": self.logfile.path, "cursor": self.cursor.pos, "journal_end": self.journal.end})
+        self.logfile.truncate_to(keep)  # a torn last line
+        self.cursor.pos = self.written_pos = self._saved_pos = self.journal.end
+        self._skip = 0
+        self.flush()
+        return True
+
+    def _frame_end_of(self, line: bytes, until: int, since: int | None = None) -> int | None:
+        """Journal position right after the last frame from ``since`` (the journal's start) to ``until`` that
+        json-file encodes as ``line``."""
         try:
             want = decode_line(line)[2]
         except ValueError:
             return None
-        decoder, pos, found = FrameDecoder(), self.journal.start, None
+        decoder, pos, found = FrameDecoder(), self.journal.start if since is None else since, None
         while pos < until:
             got = read_frames(self.journal, decoder, pos, min(1 << 20, until - pos), True)
             if got is None or got[1] == 0:

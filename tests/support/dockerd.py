@@ -193,6 +193,27 @@ class Dockerd(DockerCLI):
                 raise SupportError(f"not purging {self.state}: still mounted: {left}")
             shutil.rmtree(self.state, ignore_errors=True)
 
+    def crash(self, timeout: float = 30) -> None:
+        """SIGKILL the daemon, as a crash. Its containerd dies with it (dockerd starts it with a parent-death
+        signal); a containerd left a zombie would pass dockerd's "still running" check at the next start and
+        keep it waiting for a socket that never answers, so its pidfile goes too. Containers and their shims
+        stay, as after a real crash."""
+        pid = self.pid()
+        if pid is None:
+            raise SupportError("dockerd is not running")
+        signal_pid(pid, signal.SIGKILL)
+        if self._proc is not None and self._proc.pid == pid:
+            self._proc.wait(timeout)  # our child: reaped, not left a zombie
+        self.wait_gone(timeout)
+        self._proc = None
+        pidfile = self.exec_root / "containerd" / "containerd.pid"
+        try:
+            containerd = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        wait_for("dockerd's containerd to die with it", lambda: not alive(containerd), timeout)
+        pidfile.unlink(missing_ok=True)
+
     def restart(self, timeout: float = 60) -> Dockerd:
         self.stop()
         return self.start(timeout)
