@@ -11,7 +11,7 @@ import logging
 import os
 from concurrent.futures import Executor
 
-from driver import outputs, statefiles
+from driver import outputs
 from driver.fifo import FifoSource
 from driver.info import LogInfo, extra_attributes, render_tag
 from driver.journal import CursorStore, Journal, JournalFull

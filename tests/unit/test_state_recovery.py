@@ -141,7 +141,7 @@ def test_a_journal_that_lost_its_tail_takes_new_lines_where_the_cursor_now_point
     drain(a)
     a.flush()
     a.journal.close()
-    [segment] = (tmp_path / "journal").iterdir()
+    [segment] = (tmp_path / "journal").glob("*.seg")  # beside it: the incarnation file
     os.truncate(segment, segment.stat().st_size // 2)  # inside a frame
     journal = Journal(str(tmp_path / "journal"))
     b = jsonlog.JsonLogWriter(journal, CursorStore(str(tmp_path / "cursors"), journal.end),
@@ -183,7 +183,7 @@ def test_a_journal_that_lost_the_frames_json_log_holds_keeps_json_logs_lines(tmp
     a.journal.write(frames(100, 50))
     drain(a)  # json.log: 150 lines, not saved
     a.journal.close()
-    [segment] = (tmp_path / "journal").iterdir()
+    [segment] = (tmp_path / "journal").glob("*.seg")  # beside it: the incarnation file
     os.truncate(segment, len(frames(0, 120)) + 3)  # the journal kept 120 frames and a torn one
     journal = Journal(str(tmp_path / "journal"))
     b = jsonlog.JsonLogWriter(journal, CursorStore(str(tmp_path / "cursors"), journal.end),
