@@ -23,7 +23,8 @@ DEFAULT_PORT = 9200
 
 
 def _seconds(text: str) -> float:
-    # Elastic's plugin documents whole seconds ("90"); a Go duration ("90s") is taken too.
+    # Elastic's plugin reads its options with go-ucfg, whose durations take a plain number as seconds ("90", as
+    # its docs write timeout) or a Go duration ("90s").
     if text.isascii() and text.isdigit():
         return float(text)
     return parse_duration(text)
@@ -74,8 +75,8 @@ OPTION_ROWS: tuple[Option, ...] = (
            "logs-*-* are data streams on Elasticsearch 8+)", GROUP),
     Option("pipeline", FORMAT, None, "ingest pipeline (Beats format string)", GROUP),
     Option("name", SECRET, None, "agent.name of the documents (default: the host name)", GROUP),
-    Option("backoff_init", DURATION, "1s", "first wait before retrying; doubles", GROUP),
-    Option("backoff_max", DURATION, "60s", "longest wait between retries", GROUP),
+    Option("backoff_init", SECONDS, "1s", "first wait before retrying; doubles", GROUP),
+    Option("backoff_max", SECONDS, "60s", "longest wait between retries", GROUP),
     Option("timeout", SECONDS, "90", "give up a bulk request that takes longer (then retry it)", GROUP),
     Option("proxy_url", TEXT, None, "HTTP proxy for the bulk requests", GROUP),
     Option("es-compress", BOOL, "false", "gzip the bulk requests (Content-Encoding: gzip)", GROUP),
