@@ -205,15 +205,17 @@ class Batcher:
     async def _request(self, docs: list[tuple[Part, int]]) -> bool:
         body = b"".join(p.docs[i] for p, i in docs)
         result = await self.client.bulk(body, len(docs))
-        for p in {id(p): p for p, _ in docs}.values():
+        by_part: dict[int, tuple[Part, list[int]]] = {}
+        for p, i in docs:
+            by_part.setdefault(id(p), (p, []))[1].append(i)
+        for p, indexes in by_part.values():
             p.stats.statuses[result.status] += 1
-        for p, _ in docs:
-            p.stats.forwarded += 1
+            p.stats.forwarded += len(indexes)
         if result.outcome is Outcome.SPLIT:
             self.up = True
             if len(docs) == 1:
                 (p, i), = docs
-                self._settle(p, i, codec.ItemResult(codec.FINAL, 413, codec.TOO_LARGE, result.message))
+                self._settle(p, [i], [codec.ItemResult(codec.FINAL, 413, codec.TOO_LARGE, result.message)])
                 return True
             self.bulk_bytes = max(1, min(self.bulk_bytes, len(body) // 2))
             half = len(docs) // 2
@@ -226,38 +228,52 @@ class Batcher:
             self._complain("Elasticsearch bulk request failed; retrying, lines wait in the journals", result)
             return False
         self.up = True
-        if result.items is None:
-            for p, i in docs:
-                self._settle(p, i, codec.OK_ITEM)
-        else:
-            for (p, i), item in zip(docs, result.items, strict=True):
-                self._settle(p, i, item)
-            retried = [item for item in result.items if item.verdict == codec.RETRY]
-            if retried:
-                self._last_error = f"{len(retried)} documents refused for now: {retried[0].error_type}"
-                self._complain(f"Elasticsearch refused {len(retried)} documents for now ({retried[0].error_type}: "
-                               f"{retried[0].reason[:200]}); retrying those", result)
+        if result.items is None:  # every document indexed
+            for p, indexes in by_part.values():
+                self._settle(p, indexes, None)
+            return True
+        answers: dict[int, list[codec.ItemResult]] = {}
+        for (p, _), item in zip(docs, result.items, strict=True):  # items come in request order
+            answers.setdefault(id(p), []).append(item)
+        for key, (p, indexes) in by_part.items():
+            self._settle(p, indexes, answers[key])
+        retried = [item for item in result.items if item.verdict == codec.RETRY]
+        if retried:
+            self._last_error = f"{len(retried)} documents refused for now: {retried[0].error_type}"
+            self._complain(f"Elasticsearch refused {len(retried)} documents for now ({retried[0].error_type}: "
+                           f"{retried[0].reason[:200]}); retrying those", result)
         return True
 
-    def _settle(self, part: Part, index: int, item: codec.ItemResult) -> None:
-        if item.verdict == codec.RETRY:
-            return
-        part.pending.remove(index)
-        lines = part.lines[index] if part.lines is not None else 1
-        if item.verdict == codec.INDEXED:
-            part.settled.indexed += lines
-        elif item.verdict == codec.DUPLICATE:
-            part.settled.duplicates += lines
+    def _settle(self, part: Part, indexes: list[int], items: list[codec.ItemResult] | None) -> None:
+        """Count what became of these documents of a part (None: all indexed); those to retry stay pending."""
+        weight = part.lines.__getitem__ if part.lines is not None else (lambda i: 1)
+        if items is None:
+            part.settled.indexed += sum(map(weight, indexes)) if part.lines is not None else len(indexes)
+            done = set(indexes)
         else:
-            part.settled.dropped[item.error_type] += lines
-            now = time.monotonic()
-            if now - self._last_drop_log >= LOG_EVERY:
-                self._last_drop_log = now
-                found = _ID.search(part.docs[index])
-                log.warning("Elasticsearch rejected a document for good (counted as dropped; not resent)",
-                            extra={"sink": "elasticsearch", "url": self.client.url, "status": item.status,
-                                   "reason": item.error_type, "error": item.reason[:500],
-                                   "id": found.group(1).decode() if found else ""})
+            done = set()
+            for index, item in zip(indexes, items, strict=True):
+                if item.verdict == codec.RETRY:
+                    continue
+                done.add(index)
+                if item.verdict == codec.INDEXED:
+                    part.settled.indexed += weight(index)
+                elif item.verdict == codec.DUPLICATE:
+                    part.settled.duplicates += weight(index)
+                else:
+                    part.settled.dropped[item.error_type] += weight(index)
+                    self._log_drop(part, index, item)
+        part.pending = [i for i in part.pending if i not in done]
+
+    def _log_drop(self, part: Part, index: int, item: codec.ItemResult) -> None:
+        now = time.monotonic()
+        if now - self._last_drop_log >= LOG_EVERY:
+            self._last_drop_log = now
+            found = _ID.search(part.docs[index])
+            log.warning("Elasticsearch rejected a document for good (counted as dropped; not resent)",
+                        extra={"sink": "elasticsearch", "url": self.client.url, "status": item.status,
+                               "reason": item.error_type, "error": item.reason[:500],
+                               "id": found.group(1).decode() if found else ""})
 
     def _complain(self, what: str, result: BulkResult) -> None:
         now = time.monotonic()
