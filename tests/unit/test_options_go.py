@@ -90,7 +90,7 @@ def _go_value(name: str, text: str):
 
 
 # Docker's own drivers' options (json-file, dockerd's keys, fluentd) and the outputs' rows of the same kinds; the
-# Loki rows have their own tests; Elastic's plugin's timeouts are go-ucfg durations (whole seconds too), not Go's.
+# Loki rows have their own tests; Elastic's plugin's timeouts take whole seconds too, which Go's durations do not.
 STRICT = [o.name for o in option_table() if o.name not in ("journal-max-size",) and o.group != "loki" and any(
     word in o.kind.form for word in ("size like", "whole number", "true or false", "duration"))
     and not o.kind.form.startswith("whole seconds")]

@@ -23,8 +23,9 @@ DEFAULT_PORT = 9200
 
 
 def _seconds(text: str) -> float:
-    # Elastic's plugin reads its options with go-ucfg, whose durations take a plain number as seconds ("90", as
-    # its docs write timeout) or a Go duration ("90s").
+    # Elastic's plugin hands these strings to libbeat's config (pipelinemanager/config.go) and documents timeout
+    # in whole seconds ("90"); a Go duration ("90s") is taken too. (That go-ucfg reads "90" as seconds for the
+    # backoff options as well is likely, not confirmed.)
     if text.isascii() and text.isdigit():
         return float(text)
     return parse_duration(text)
