@@ -33,6 +33,8 @@ def test_defaults_are_elastic_plugins():
     s = settings_from(parse_options({"hosts": "es"}))
     assert s.index.text == DEFAULT_INDEX and (s.backoff_init, s.backoff_max, s.timeout) == (1.0, 60.0, 90.0)
     assert settings_from(parse_options({"hosts": "es", "timeout": "1m30s"})).timeout == 90.0
+    ucfg = settings_from(parse_options({"hosts": "es", "backoff_init": "2", "backoff_max": "3"}))  # seconds
+    assert (ucfg.backoff_init, ucfg.backoff_max) == (2.0, 3.0)
 
 
 def test_the_default_index_names_a_daily_logs_docker_target_per_version():
@@ -67,7 +69,7 @@ def test_credentials_in_a_host_url_become_basic_auth_and_leave_the_url():
 @pytest.mark.parametrize("opts, message", [
     ({"hosts": "ftp://es"}, "invalid log-opt hosts (value not shown"),
     ({"hosts": "es", "timeout": "soon"}, "invalid log-opt timeout='soon': expected whole seconds"),
-    ({"hosts": "es", "backoff_init": "1d"}, "invalid log-opt backoff_init='1d': expected a duration"),
+    ({"hosts": "es", "backoff_init": "1d"}, "invalid log-opt backoff_init='1d': expected whole seconds"),
     ({"hosts": "es", "es-bulk-size": "lots"}, "invalid log-opt es-bulk-size='lots': expected a size"),
     ({"hosts": "es", "es-compress": "yes"}, "invalid log-opt es-compress='yes': expected true or false"),
     ({"hosts": "es", "index": "x-%{[message]}"}, "invalid log-opt index='x-%{[message]}': expected text with"),

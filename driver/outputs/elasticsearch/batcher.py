@@ -162,14 +162,14 @@ class Batcher:
         attempt = 0
         while True:
             parts = [p for p in parts if not p.done.done()]  # a sink that closed meanwhile
-            docs = [(p, i) for p in parts for i in p.pending]
-            if not docs:
+            groups = [(p, p.pending) for p in parts if p.pending]
+            if not groups:
                 return
             if attempt:
                 for p in parts:
                     p.stats.retried += len(p.pending)
             attempt += 1
-            answered = await self._send(docs)
+            answered = await self._send(groups)
             for p in parts:
                 p.stats.up = answered
                 if not p.pending and not p.done.done():
@@ -183,42 +183,53 @@ class Batcher:
                 p.stats.last_error = self._last_error
             await self._sleep(self.backoff.next(self._retry_after))
 
-    async def _send(self, docs: list[tuple[Part, int]]) -> bool:
-        """One request (or, after a 413, its halves); settles what the answer settles. False when a request got
-        no bulk answer (its documents stay pending)."""
-        self._retry_after = None
-        chunks, chunk, size = [], [], 0
-        for doc in docs:  # a 413 lowered bulk_bytes: a retry goes in smaller requests
-            n = len(doc[0].docs[doc[1]])
-            if chunk and size + n > self.bulk_bytes:
-                chunks.append(chunk)
-                chunk, size = [], 0
-            chunk.append(doc)
-            size += n
-        if chunk:
-            chunks.append(chunk)
+    async def _send(self, groups: list[tuple[Part, list[int]]]) -> bool:
+        """The pending documents, (part, indexes) in order, in requests of at most bulk_bytes (a 413 may have
+        lowered it); settles what the answers settle. False when a request got no bulk answer (its documents stay
+        pending). Whole parts go as they are: the per-document work is only for a part larger than a request."""
+        requests: list[list[tuple[Part, list[int]]]] = [[]]
+        size = 0
+        for part, indexes in groups:
+            n = part.size if len(indexes) == len(part.docs) else sum(len(part.docs[i]) for i in indexes)
+            if size + n <= self.bulk_bytes:
+                requests[-1].append((part, indexes))
+                size += n
+                continue
+            for i in indexes:  # over the room left: document by document
+                d = len(part.docs[i])
+                if requests[-1] and size + d > self.bulk_bytes:
+                    requests.append([])
+                    size = 0
+                if requests[-1] and requests[-1][-1][0] is part:
+                    requests[-1][-1][1].append(i)
+                else:
+                    requests[-1].append((part, [i]))
+                size += d
         answered = True
-        for chunk in chunks:
-            answered = await self._request(chunk) and answered
+        for request in requests:
+            if request:
+                answered = await self._request(request) and answered
         return answered
 
-    async def _request(self, docs: list[tuple[Part, int]]) -> bool:
-        body = b"".join(p.docs[i] for p, i in docs)
-        result = await self.client.bulk(body, len(docs))
-        for p in {id(p): p for p, _ in docs}.values():
+    async def _request(self, groups: list[tuple[Part, list[int]]]) -> bool:
+        body = b"".join(b"".join(p.docs) if len(indexes) == len(p.docs) else b"".join(p.docs[i] for i in indexes)
+                        for p, indexes in groups)
+        count = sum(len(indexes) for _, indexes in groups)
+        result = await self.client.bulk(body, count)
+        for p, indexes in groups:
             p.stats.statuses[result.status] += 1
-        for p, _ in docs:
-            p.stats.forwarded += 1
+            p.stats.forwarded += len(indexes)
         if result.outcome is Outcome.SPLIT:
             self.up = True
-            if len(docs) == 1:
-                (p, i), = docs
-                self._settle(p, i, codec.ItemResult(codec.FINAL, 413, codec.TOO_LARGE, result.message))
+            if count == 1:
+                (p, indexes), = groups
+                self._settle(p, indexes, [codec.ItemResult(codec.FINAL, 413, codec.TOO_LARGE, result.message)])
                 return True
             self.bulk_bytes = max(1, min(self.bulk_bytes, len(body) // 2))
-            half = len(docs) // 2
-            first = await self._request(docs[:half])
-            return await self._request(docs[half:]) and first
+            docs = [(p, i) for p, indexes in groups for i in indexes]
+            halves = docs[:count // 2], docs[count // 2:]
+            first = await self._request(_grouped(halves[0]))
+            return await self._request(_grouped(halves[1])) and first
         if result.outcome is Outcome.RETRY:
             self.up = False
             self._retry_after = result.retry_after
@@ -226,38 +237,47 @@ class Batcher:
             self._complain("Elasticsearch bulk request failed; retrying, lines wait in the journals", result)
             return False
         self.up = True
-        if result.items is None:
-            for p, i in docs:
-                self._settle(p, i, codec.OK_ITEM)
-        else:
-            for (p, i), item in zip(docs, result.items, strict=True):
-                self._settle(p, i, item)
-            retried = [item for item in result.items if item.verdict == codec.RETRY]
-            if retried:
-                self._last_error = f"{len(retried)} documents refused for now: {retried[0].error_type}"
-                self._complain(f"Elasticsearch refused {len(retried)} documents for now ({retried[0].error_type}: "
-                               f"{retried[0].reason[:200]}); retrying those", result)
+        at = 0
+        for p, indexes in groups:  # items come in request order
+            self._settle(p, indexes, result.items[at:at + len(indexes)] if result.items is not None else None)
+            at += len(indexes)
+        retried = [item for item in result.items or () if item.verdict == codec.RETRY]
+        if retried:
+            self._last_error = f"{len(retried)} documents refused for now: {retried[0].error_type}"
+            self._complain(f"Elasticsearch refused {len(retried)} documents for now ({retried[0].error_type}: "
+                           f"{retried[0].reason[:200]}); retrying those", result)
         return True
 
-    def _settle(self, part: Part, index: int, item: codec.ItemResult) -> None:
-        if item.verdict == codec.RETRY:
-            return
-        part.pending.remove(index)
-        lines = part.lines[index] if part.lines is not None else 1
-        if item.verdict == codec.INDEXED:
-            part.settled.indexed += lines
-        elif item.verdict == codec.DUPLICATE:
-            part.settled.duplicates += lines
+    def _settle(self, part: Part, indexes: list[int], items: list[codec.ItemResult] | None) -> None:
+        """Count what became of these documents of a part (None: all indexed); those to retry stay pending."""
+        weight = part.lines.__getitem__ if part.lines is not None else (lambda i: 1)
+        if items is None:
+            part.settled.indexed += sum(map(weight, indexes)) if part.lines is not None else len(indexes)
+            done = set(indexes)
         else:
-            part.settled.dropped[item.error_type] += lines
-            now = time.monotonic()
-            if now - self._last_drop_log >= LOG_EVERY:
-                self._last_drop_log = now
-                found = _ID.search(part.docs[index])
-                log.warning("Elasticsearch rejected a document for good (counted as dropped; not resent)",
-                            extra={"sink": "elasticsearch", "url": self.client.url, "status": item.status,
-                                   "reason": item.error_type, "error": item.reason[:500],
-                                   "id": found.group(1).decode() if found else ""})
+            done = set()
+            for index, item in zip(indexes, items, strict=True):
+                if item.verdict == codec.RETRY:
+                    continue
+                done.add(index)
+                if item.verdict == codec.INDEXED:
+                    part.settled.indexed += weight(index)
+                elif item.verdict == codec.DUPLICATE:
+                    part.settled.duplicates += weight(index)
+                else:
+                    part.settled.dropped[item.error_type] += weight(index)
+                    self._log_drop(part, index, item)
+        part.pending = [i for i in part.pending if i not in done] if len(done) < len(part.pending) else []
+
+    def _log_drop(self, part: Part, index: int, item: codec.ItemResult) -> None:
+        now = time.monotonic()
+        if now - self._last_drop_log >= LOG_EVERY:
+            self._last_drop_log = now
+            found = _ID.search(part.docs[index])
+            log.warning("Elasticsearch rejected a document for good (counted as dropped; not resent)",
+                        extra={"sink": "elasticsearch", "url": self.client.url, "status": item.status,
+                               "reason": item.error_type, "error": item.reason[:500],
+                               "id": found.group(1).decode() if found else ""})
 
     def _complain(self, what: str, result: BulkResult) -> None:
         now = time.monotonic()
@@ -265,6 +285,17 @@ class Batcher:
             self._last_complaint = now
             log.warning(what, extra={"sink": "elasticsearch", "url": self.client.url, "status": result.status,
                                      "error": result.message[:500]})
+
+
+def _grouped(docs: list[tuple[Part, int]]) -> list[tuple[Part, list[int]]]:
+    """(part, index) pairs in order → (part, indexes) runs."""
+    groups: list[tuple[Part, list[int]]] = []
+    for part, i in docs:
+        if groups and groups[-1][0] is part:
+            groups[-1][1].append(i)
+        else:
+            groups.append((part, [i]))
+    return groups
 
 
 def make_batcher(settings) -> Batcher:

@@ -23,7 +23,9 @@ DEFAULT_PORT = 9200
 
 
 def _seconds(text: str) -> float:
-    # Elastic's plugin documents whole seconds ("90"); a Go duration ("90s") is taken too.
+    # Elastic's plugin hands these strings to libbeat's config (pipelinemanager/config.go) and documents timeout
+    # in whole seconds ("90"); a Go duration ("90s") is taken too. (That go-ucfg reads "90" as seconds for the
+    # backoff options as well is likely, not confirmed.)
     if text.isascii() and text.isdigit():
         return float(text)
     return parse_duration(text)
@@ -74,8 +76,8 @@ OPTION_ROWS: tuple[Option, ...] = (
            "logs-*-* are data streams on Elasticsearch 8+)", GROUP),
     Option("pipeline", FORMAT, None, "ingest pipeline (Beats format string)", GROUP),
     Option("name", SECRET, None, "agent.name of the documents (default: the host name)", GROUP),
-    Option("backoff_init", DURATION, "1s", "first wait before retrying; doubles", GROUP),
-    Option("backoff_max", DURATION, "60s", "longest wait between retries", GROUP),
+    Option("backoff_init", SECONDS, "1s", "first wait before retrying; doubles", GROUP),
+    Option("backoff_max", SECONDS, "60s", "longest wait between retries", GROUP),
     Option("timeout", SECONDS, "90", "give up a bulk request that takes longer (then retry it)", GROUP),
     Option("proxy_url", TEXT, None, "HTTP proxy for the bulk requests", GROUP),
     Option("es-compress", BOOL, "false", "gzip the bulk requests (Content-Encoding: gzip)", GROUP),
