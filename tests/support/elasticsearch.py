@@ -575,6 +575,12 @@ class BulkReceiver:
         self.faults: list[Fault] = []
         self.hang = False
         self.close_connections = 0  # this many bulk requests get their connection closed without an answer
+        # this many bulk requests are indexed, then their connection is closed unanswered: the client cannot
+        # know what went in (a node that died after writing, a proxy timeout); on_lost_answer runs after each
+        self.lose_answers = 0
+        self.on_lost_answer: Callable[[BulkReceiver], None] | None = None
+        self.hang_after_indexing = False  # index, then never answer (until release() or stop())
+        self.answers_lost = 0
         self.requests = 0  # bulk requests that reached the handler
         self.statuses: list[int] = []
         self.auth_headers: list[str | None] = []
@@ -607,6 +613,12 @@ class BulkReceiver:
         self.url = f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
         self._released = asyncio.Event()
         return self.url
+
+    def release(self) -> None:
+        """Let hung requests go on (and be answered)."""
+        self.hang = self.hang_after_indexing = False
+        self._released.set()
+        self._released = asyncio.Event()
 
     async def stop(self) -> None:
         """Stop listening and drop connections; the indices stay (start() again serves them)."""
@@ -681,6 +693,16 @@ class BulkReceiver:
         if self.hang:
             await self._released.wait()  # until stop(): a cluster that took the connection and went silent
         resp = await self._answer(request)
+        if resp.status == 200 and self.lose_answers > 0:
+            self.lose_answers -= 1
+            self.answers_lost += 1
+            if self.on_lost_answer is not None:
+                self.on_lost_answer(self)
+            request.transport.close()
+            raise asyncio.CancelledError
+        if resp.status == 200 and self.hang_after_indexing:
+            self.answers_lost += 1
+            await self._released.wait()
         self.statuses.append(resp.status)
         return resp
 
