@@ -231,11 +231,15 @@ class Cluster:
 
     # ---- what tests read ---------------------------------------------------------------------------------
     def resolve(self, target: str | None) -> list[Index]:
+        """The indices a name or wildcard pattern means (IndexNameExpressionResolver): data streams' backing
+        indices, and plain indices; hidden (`.`) ones only for a pattern that starts with `.`. None: all."""
         if target is None:
             return list(self.indices.values())
-        if target in self.data_streams:
-            return list(self.data_streams[target].indices)
-        return [i for name, i in self.indices.items() if fnmatch.fnmatchcase(name, target)]
+        out = [i for name, ds in self.data_streams.items() if fnmatch.fnmatchcase(name, target) for i in ds.indices]
+        streams = {i.name for i in out}
+        out += [i for name, i in self.indices.items() if fnmatch.fnmatchcase(name, target) and name not in streams
+                and (not name.startswith(".") or target.startswith("."))]
+        return out
 
     def docs(self, target: str | None = None) -> list[Doc]:
         """Documents in the target's indices, each index in seq_no (arrival) order, oldest backing index first."""
@@ -781,7 +785,8 @@ class ReceiverThread:
     listening (connections refused), `up()` listens again on the same port with the same indices, `call(fn)`
     runs fn(receiver) on the loop (the only safe way to touch its state while requests arrive)."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, port: int = 0, **kwargs) -> None:
+        self._port = port
         self._kwargs = kwargs
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="es-receiver", daemon=True)
@@ -795,7 +800,7 @@ class ReceiverThread:
 
         async def make():
             self.receiver = BulkReceiver(**self._kwargs)
-            await self.receiver.start()
+            await self.receiver.start(self._port)
 
         self._run(make())
         return self
