@@ -357,3 +357,14 @@ def test_lost_answers_index_first_then_close_and_hooks_can_roll_over_in_between(
     assert statuses(resend) == [201] and cluster.ids(DS) == {"a": 2, "b": 1}
     assert [len(i.docs) for i in cluster.resolve(DS)] == [1, 2]
     assert indexed_while_hung == 3 and answered == 200
+
+
+def test_the_benchs_count_only_receiver_counts_what_the_cluster_would_index():
+    from bench.elasticsearch import answer, count_documents
+
+    body = ndjson(*(create(str(i), doc(f"line\\n{i}")) for i in range(1000)))
+    assert count_documents(body) == 1000 == statuses(Cluster().bulk(body)).count(201)
+    assert json.loads(answer(3)) == {"errors": False, "items": [{"create": {"status": 201}}] * 3}
+    for bad in (body[:-1], body + b"{}\n", ndjson(("index", {"_index": "x"}, {"v": 1}))):
+        with pytest.raises(ValueError):
+            count_documents(bad)
