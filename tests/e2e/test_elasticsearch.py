@@ -151,9 +151,12 @@ def test_elastics_option_set_is_accepted_and_unknown_options_fail(legacy_plugin,
         "name": "opts-agent", "backoff_init": "100ms", "backoff_max": "1s", "timeout": "30"})
     b = docker_run(plugin.driver, *seq(50), name="es-opts-b",
                    log_opts=opts(keyed, api_key="kid:secret", **{"es-compress": "true"}))
+    # Elastic's plugin requires hosts even with cloud_id (config.go: "A hosts flag is required"); cloud_id then
+    # overrides hosts and cloud_auth the user (libbeat/cloudid OverwriteSettings): its users have all three
     cloud_id = "e2e:" + base64.b64encode(b"example.invalid:443$es0$kb0").decode()
     c = docker_run(plugin.driver, *seq(5), name="es-opts-c", log_opts={
-        "cloud_id": cloud_id, "cloud_auth": "elastic:changeme", "proxy_url": f"http://127.0.0.1:{free_port()}"})
+        "hosts": "localhost:9200", "cloud_id": cloud_id, "cloud_auth": "elastic:changeme",
+        "proxy_url": f"http://127.0.0.1:{free_port()}"})
     for r in (a, b, c):
         ok(r)  # c cannot reach anything: it is not blocked either
     wait_count(basic, 50, "logbridge-es-opts-a-*")
