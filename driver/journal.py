@@ -16,6 +16,7 @@ import bisect
 import errno
 import json
 import os
+import secrets
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from pathlib import Path
 from driver.frames import HEADER, MAX_FRAME, last_boundary
 
 SEGMENT_SUFFIX = ".seg"
+INCARNATION_FILE = "incarnation"  # beside the segments: 16 hex digits and a newline
+_INCARNATION_CHARS = frozenset("0123456789abcdef")
 _unpack_len = struct.Struct(">I").unpack_from
 
 
@@ -61,9 +64,11 @@ class Journal:
         self._read_fds: dict[int, int] = {}
         self.cursors: dict[str, Cursor] = {}
         self.dropped_segments = 0
-        if not self._starts:
+        fresh = not self._starts
+        if fresh:
             self._starts.append(0)
             self._create_segment(0)
+        self.incarnation = self._incarnation(new=fresh)
         last = self._starts[-1]
         self._wfd = os.open(self._path(last), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._wstart = last
@@ -77,6 +82,33 @@ class Journal:
     def _create_segment(self, start: int) -> None:
         fd = os.open(self._path(start), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.close(fd)
+
+    def _incarnation(self, new: bool) -> str:
+        """This journal's random id: offsets name entries only within one incarnation of the stream.
+
+        A journal that starts again at offset 0 (retention removed a finished container's state, the state dir
+        was reset) is a new incarnation, so ids made of (incarnation, offset), such as the Elasticsearch
+        output's document ids, never name an earlier line. Made with the first segment and read back after a
+        restart; a missing or unreadable file gets a new id (resends may then be duplicated, never mistaken
+        for lines already indexed). If the disk refuses the file, the id lives for this run only."""
+        path = os.path.join(self.dir, INCARNATION_FILE)
+        if not new:
+            try:
+                with open(path, encoding="ascii") as f:
+                    text = f.read().strip()
+                if len(text) == 16 and set(text) <= _INCARNATION_CHARS:
+                    return text
+            except (OSError, ValueError):
+                pass
+        value = secrets.token_hex(8)
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(value + "\n")
+            os.replace(tmp, path)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+        return value
 
     @property
     def start(self) -> int:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # driver.options imports this module: only annotations name i
     from driver.options import Option, Options
     from driver.sinks.base import Consumer
 
-BUILTIN = ("driver.outputs.forward.output", "driver.outputs.loki.output")
+BUILTIN = ("driver.outputs.forward.output", "driver.outputs.loki.output", "driver.outputs.elasticsearch.output")
 
 
 class OutputConsumer(Protocol):

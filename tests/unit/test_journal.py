@@ -140,7 +140,7 @@ def test_closing_with_every_consumer_at_the_end_keeps_only_an_empty_segment_at_t
     j.release(len(data) - 1, closing=True)  # a consumer still short of the end: the last segment stays
     assert j.read(len(data) - 10, 10) == data[-10:]
     j.release(len(data), closing=True)
-    segs = sorted((tmp_path / "j").iterdir())
+    segs = sorted((tmp_path / "j").glob("*.seg"))  # (beside them: the incarnation file)
     assert [(s.name, s.stat().st_size) for s in segs] == [(f"{len(data):020d}.seg", 0)]
     j.close()
     again = Journal(str(tmp_path / "j"), segment_bytes=1000)  # the container starts again
@@ -148,3 +148,32 @@ def test_closing_with_every_consumer_at_the_end_keeps_only_an_empty_segment_at_t
     more = frames(3, start=300)
     again.write(more)
     assert again.read(len(data), len(more)) == more
+
+
+def test_incarnation_is_kept_across_reopen_and_new_when_the_journal_starts_again_at_zero(tmp_path):
+    """Document ids are (incarnation, offset): a journal that restarts at offset 0 must not reuse the old id, or
+    Elasticsearch would answer 409 for new lines that happen to land at offsets it has seen."""
+    j = Journal(str(tmp_path / "j"))
+    j.write(frames(10))
+    first = j.incarnation
+    assert len(first) == 16 and int(first, 16) >= 0
+    j.close()
+    again = Journal(str(tmp_path / "j"))  # a restart: same stream, same id
+    assert again.incarnation == first
+    again.destroy()  # retention removed the state; the incarnation file may be left over
+    reborn = Journal(str(tmp_path / "j"))
+    assert reborn.end == 0 and reborn.incarnation != first
+    reborn.close()
+    assert Journal(str(tmp_path / "j")).incarnation == reborn.incarnation
+
+
+def test_a_lost_or_garbled_incarnation_file_gets_a_new_id(tmp_path):
+    j = Journal(str(tmp_path / "j"))
+    j.write(frames(3))
+    first = j.incarnation
+    j.close()
+    (tmp_path / "j" / "incarnation").write_text("not hex at all\n")
+    second = Journal(str(tmp_path / "j")).incarnation
+    assert second != first and len(second) == 16
+    (tmp_path / "j" / "incarnation").unlink()
+    assert Journal(str(tmp_path / "j")).incarnation not in (first, second)

@@ -1,0 +1,269 @@
+"""One bulk batcher per destination (hosts, credentials, index, pipeline), shared by every container that writes
+there: the documents the containers' sinks hand in become bulk requests, one in flight at a time, over one
+keep-alive client.
+
+A request goes when its parts reach ``es-bulk-size`` bytes, when its oldest part has waited ``es-batch-wait``,
+or at once when a part is urgent (its container stopped, or its sink has more waiting). Each sink awaits its
+part until every document of it is settled: indexed, a duplicate (409: a resend of something already there),
+or dropped for good (a 400 document error, or a single document over the request limit). Everything else is
+retried, with backoff, for the unsettled documents only; a 413 halves the request (and the later ones). Memory:
+each sink has at most one part queued, so while the cluster is away the backlogs stay in the journals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from driver.outputs.elasticsearch import codec
+from driver.outputs.elasticsearch.client import BulkResult, EsClient, Outcome
+from driver.outputs.loki.client import Backoff
+
+log = logging.getLogger(__name__)
+LOG_EVERY = 30.0  # seconds between repeated log lines about one batcher's failures or drops
+_ID = re.compile(rb'"_id":"([^"]*)"')
+
+
+@dataclass
+class EsStats:
+    """Per-sink counters (the metrics endpoint reads them)."""
+
+    sent: int = 0  # documents sent, resends included
+    indexed: int = 0  # documents Elasticsearch indexed, past the saved cursor
+    duplicates: int = 0  # 409 on create: already indexed by an earlier send (a resend), not an error
+    retried: int = 0  # documents sent again after a failure
+    failures: int = 0  # requests (or item rounds) that left some of this sink's documents unsettled
+    up: bool = False  # the last request holding this sink's documents got a bulk answer
+    dropped: Counter = field(default_factory=Counter)  # documents, by reason (error.type, too_large)
+    statuses: Counter = field(default_factory=Counter)  # HTTP status of each request holding its documents (0: none)
+
+
+@dataclass
+class Settled:
+    """What became of a part's documents."""
+
+    indexed: int = 0
+    duplicates: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Part:
+    """One sink's documents for the bulk requests."""
+
+    docs: list[bytes]
+    stats: EsStats
+    urgent: bool = False
+    size: int = 0
+    done: asyncio.Future | None = None
+    queued_at: float = 0.0
+    pending: list[int] = field(default_factory=list)  # documents not settled yet
+    settled: Settled = field(default_factory=Settled)
+
+    def __post_init__(self) -> None:
+        if not self.size:
+            self.size = sum(len(d) for d in self.docs)
+
+
+class Batcher:
+    def __init__(self, client: EsClient, *, bulk_bytes: int, batch_wait: float, backoff_init: float,
+                 backoff_max: float, backoff: Backoff | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.client = client
+        self.bulk_bytes = bulk_bytes  # lowered by a 413
+        self.batch_wait = batch_wait
+        self.backoff = backoff or Backoff(backoff_init, backoff_max)
+        self._sleep = sleep  # tests see the waits instead of spending them
+        self.up = False  # the cluster answered the last request
+        self._queue: list[Part] = []
+        self._changed = asyncio.Event()
+        self._runner: asyncio.Task | None = None
+        self._last_complaint = -LOG_EVERY
+        self._last_drop_log = -LOG_EVERY
+        self._in_flight: list[Part] = []
+        self._retry_after: float | None = None  # the last failed answer's Retry-After
+        self.users = 0  # sinks attached (the owner closes the batcher when none is left)
+
+    # ---- sink side -----------------------------------------------------------------------------------------
+    async def send(self, part: Part) -> Settled:
+        """Queue a part and wait until every document of it is settled."""
+        loop = asyncio.get_running_loop()
+        part.done = loop.create_future()
+        part.queued_at = loop.time()
+        part.pending = list(range(len(part.docs)))
+        self._queue.append(part)
+        self._changed.set()
+        if self._runner is None or self._runner.done():
+            self._runner = loop.create_task(self._run())
+        return await asyncio.shield(part.done)
+
+    def hurry(self, stats: EsStats) -> None:
+        """The sink owning these stats was sealed: its queued part goes without waiting for batch-wait."""
+        for part in self._queue:
+            if part.stats is stats:
+                part.urgent = True
+                self._changed.set()
+
+    def forget(self, stats: EsStats) -> None:
+        """The sink owning these stats closed: its part is not retried for it any more (its cursor re-reads it)."""
+        for part in self._queue + self._in_flight:
+            if part.stats is stats and part.done is not None and not part.done.done():
+                part.done.cancel()
+        self._queue = [p for p in self._queue if p.stats is not stats]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        for part in self._queue:
+            if part.done is not None and not part.done.done():
+                part.done.cancel()
+        self._queue.clear()
+        await self.client.close()
+
+    # ---- the request loop ----------------------------------------------------------------------------------
+    def _ready(self, now: float) -> float:
+        """0 when a request should go now, else how long until the oldest part has waited batch-wait."""
+        if not self._queue:
+            return float("inf")
+        if any(p.urgent for p in self._queue) or sum(p.size for p in self._queue) >= self.bulk_bytes:
+            return 0.0
+        return max(0.0, self._queue[0].queued_at + self.batch_wait - now)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            wait = self._ready(loop.time())
+            if wait > 0:
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), wait)
+                except TimeoutError:
+                    pass
+                continue
+            parts, size = [], 0
+            while self._queue and (not parts or size + self._queue[0].size <= self.bulk_bytes):
+                part = self._queue.pop(0)
+                parts.append(part)
+                size += part.size
+            self._in_flight = parts
+            try:
+                await self._deliver(parts)
+            finally:
+                self._in_flight = []
+
+    async def _deliver(self, parts: list[Part]) -> None:
+        """Send the parts' documents until each is settled; only the unsettled ones go again."""
+        attempt = 0
+        while True:
+            parts = [p for p in parts if not p.done.done()]  # a sink that closed meanwhile
+            docs = [(p, i) for p in parts for i in p.pending]
+            if not docs:
+                return
+            if attempt:
+                for p in parts:
+                    p.stats.retried += len(p.pending)
+            attempt += 1
+            answered = await self._send(docs)
+            for p in parts:
+                p.stats.up = answered
+                if not p.pending and not p.done.done():
+                    p.done.set_result(p.settled)
+            unsettled = [p for p in parts if p.pending and not p.done.done()]
+            if not unsettled:
+                self.backoff.reset()
+                return
+            for p in unsettled:
+                p.stats.failures += 1
+            await self._sleep(self.backoff.next(self._retry_after))
+
+    async def _send(self, docs: list[tuple[Part, int]]) -> bool:
+        """One request (or, after a 413, its halves); settles what the answer settles. False when a request got
+        no bulk answer (its documents stay pending)."""
+        self._retry_after = None
+        chunks, chunk, size = [], [], 0
+        for doc in docs:  # a 413 lowered bulk_bytes: a retry goes in smaller requests
+            n = len(doc[0].docs[doc[1]])
+            if chunk and size + n > self.bulk_bytes:
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(doc)
+            size += n
+        if chunk:
+            chunks.append(chunk)
+        answered = True
+        for chunk in chunks:
+            answered = await self._request(chunk) and answered
+        return answered
+
+    async def _request(self, docs: list[tuple[Part, int]]) -> bool:
+        body = b"".join(p.docs[i] for p, i in docs)
+        result = await self.client.bulk(body, len(docs))
+        for p in {id(p): p for p, _ in docs}.values():
+            p.stats.statuses[result.status] += 1
+        for p, _ in docs:
+            p.stats.sent += 1
+        if result.outcome is Outcome.SPLIT:
+            self.up = True
+            if len(docs) == 1:
+                (p, i), = docs
+                self._settle(p, i, codec.ItemResult(codec.FINAL, 413, codec.TOO_LARGE, result.message))
+                return True
+            self.bulk_bytes = max(1, min(self.bulk_bytes, len(body) // 2))
+            half = len(docs) // 2
+            first = await self._request(docs[:half])
+            return await self._request(docs[half:]) and first
+        if result.outcome is Outcome.RETRY:
+            self.up = False
+            self._retry_after = result.retry_after
+            self._complain("Elasticsearch bulk request failed; retrying, lines wait in the journals", result)
+            return False
+        self.up = True
+        if result.items is None:
+            for p, i in docs:
+                self._settle(p, i, codec.OK_ITEM)
+        else:
+            for (p, i), item in zip(docs, result.items, strict=True):
+                self._settle(p, i, item)
+            retried = [item for item in result.items if item.verdict == codec.RETRY]
+            if retried:
+                self._complain(f"Elasticsearch refused {len(retried)} documents for now ({retried[0].error_type}: "
+                               f"{retried[0].reason[:200]}); retrying those", result)
+        return True
+
+    def _settle(self, part: Part, index: int, item: codec.ItemResult) -> None:
+        if item.verdict == codec.RETRY:
+            return
+        part.pending.remove(index)
+        if item.verdict == codec.INDEXED:
+            part.settled.indexed += 1
+        elif item.verdict == codec.DUPLICATE:
+            part.settled.duplicates += 1
+        else:
+            part.settled.dropped[item.error_type] += 1
+            now = time.monotonic()
+            if now - self._last_drop_log >= LOG_EVERY:
+                self._last_drop_log = now
+                found = _ID.search(part.docs[index])
+                log.warning("Elasticsearch rejected a document for good (counted as dropped; not resent)",
+                            extra={"sink": "elasticsearch", "url": self.client.url, "status": item.status,
+                                   "reason": item.error_type, "error": item.reason[:500],
+                                   "id": found.group(1).decode() if found else ""})
+
+    def _complain(self, what: str, result: BulkResult) -> None:
+        now = time.monotonic()
+        if now - self._last_complaint >= LOG_EVERY:
+            self._last_complaint = now
+            log.warning(what, extra={"sink": "elasticsearch", "url": self.client.url, "status": result.status,
+                                     "error": result.message[:500]})
+
+
+def make_batcher(settings) -> Batcher:
+    """The batcher for an EsSettings (its batch and backoff options; the first container's win)."""
+    return Batcher(EsClient(settings), bulk_bytes=settings.bulk_bytes, batch_wait=settings.batch_wait,
+                   backoff_init=settings.backoff_init, backoff_max=settings.backoff_max)

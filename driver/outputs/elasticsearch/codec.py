@@ -1,0 +1,217 @@
+"""Elasticsearch ``_bulk`` bodies and answers, as bytes. Pure: no I/O.
+
+A container's documents differ only in four fields, so a ``DocumentTemplate`` is made once per container (its
+metadata as JSON, the action line per target name) and each entry fills in ``@timestamp``, ``event.sequence``,
+``message`` and ``stream``: no dict and no ``json.dumps`` per line. The message is escaped by json-file's escaper
+(``driver/jsonfile.py``: valid JSON, invalid UTF-8 as U+FFFD).
+
+A document is one action line and one source line (NDJSON, each ending in ``\\n``, wire-protocols.md C.1).
+Writes are ``create`` (data streams take nothing else, and ``create`` with an id makes a resend answer 409),
+with ``_id`` = ``<journal incarnation>-<container id>-<journal offset of the entry's first frame>``: the same
+on every resend whatever the batch, new when the journal starts again at offset 0.
+
+Bulk answers are requested with ``filter_path=errors,items.*.status,items.*.error``; the items are parsed only
+when ``errors`` is true (wire-protocols.md C.3, C.4).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from driver.jsonfile import _COPY_AS_IS, _second_prefix, escape_log
+from driver.outputs.elasticsearch.formats import DatedName
+
+CONTENT_TYPE = "application/x-ndjson"
+FILTER_PATH = "errors,items.*.status,items.*.error"
+# Item errors that are about the document itself: resending it can never succeed (issue 10 point 5).
+DOCUMENT_ERRORS = frozenset({"document_parsing_exception", "mapper_parsing_exception", "illegal_argument_exception",
+                             "strict_dynamic_mapping_exception"})
+TOO_LARGE = "too_large"  # a single document over the cluster's request limit (413)
+
+
+def split_image(image: str) -> tuple[str, str | None, str | None]:
+    """(name, tag, digest) of an image reference: the tag follows the last ``:`` after the last ``/`` (a
+    registry's port is not a tag), the digest the ``@``. Elastic's plugin splits at the first ``:``."""
+    name, _, digest = image.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = None
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1:]
+    return name, tag or None, digest or None
+
+
+def dedot(labels: Mapping[str, str]) -> dict[str, str]:
+    """Beats' ``labels.dedot``: dots in keys become ``_``, so ``com.docker.compose.project`` stays one keyword
+    field instead of objects that clash with a label named ``com``."""
+    return {k.replace(".", "_"): v for k, v in labels.items()}
+
+
+def data_stream_fields(target: str) -> dict[str, str] | None:
+    """``data_stream.*`` for a target named ``<type>-<dataset>-<namespace>`` (ECS: no ``-`` in dataset or
+    namespace), else None: the fields are constant_keyword, so a wrong guess would fail every document."""
+    parts = target.split("-")
+    if len(parts) != 3 or parts[0] not in ("logs", "metrics", "traces", "synthetics") or not all(parts):
+        return None
+    return {"type": parts[0], "dataset": parts[1], "namespace": parts[2]}
+
+
+def _json(value) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+@dataclass
+class DocumentTemplate:
+    """One container's documents: the static fields once, the action line per target."""
+
+    index: DatedName
+    pipeline: DatedName | None
+    fields: dict  # the source's static part (container, host, agent, labels), as a JSON object
+    id_prefix: str | None  # "<incarnation>-<container id>-", None: Elasticsearch picks the ids
+    _targets: dict[str, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
+
+    def _target(self, time_nano: int) -> tuple[bytes, bytes]:
+        """(action line up to the id, source line after ``stream``) for the target of an entry of this time."""
+        index = self.index.at(time_nano)
+        pipeline = self.pipeline.at(time_nano) if self.pipeline is not None else None
+        key = index if pipeline is None else f"{index}\0{pipeline}"
+        got = self._targets.get(key)
+        if got is None:
+            meta = {"_index": index}
+            if pipeline:
+                meta["pipeline"] = pipeline
+            head = b'{"create":' + _json(meta)[:-1]  # the id (if any) and "}}" follow
+            fields = dict(self.fields)
+            ds = data_stream_fields(index)
+            if ds is not None:
+                fields["data_stream"] = ds
+            tail = b"," + _json(fields)[1:] + b"\n" if fields else b"}\n"
+            if len(self._targets) > 64:
+                self._targets.clear()
+            got = self._targets[key] = (head, tail)
+        return got
+
+    def documents(self, entries: list[tuple], offsets: list[int]) -> list[bytes]:
+        """One document (action + source line) per entry; ``offsets`` are the entries' journal offsets."""
+        out: list[bytes] = []
+        append = out.append
+        copy_as_is = _COPY_AS_IS.fullmatch
+        prefix = self.id_prefix.encode() if self.id_prefix is not None else None
+        prev_sec = prev_day = None
+        second = b""
+        head = tail = b""
+        for (source, time_nano, line, *_rest), at in zip(entries, offsets, strict=True):
+            sec, ns = divmod(time_nano, 1_000_000_000)
+            if sec != prev_sec:
+                prev_sec = sec
+                second = _second_prefix(sec)
+                if sec // 3600 != prev_day:  # targets change at most hourly
+                    prev_day = sec // 3600
+                    head, tail = self._target(time_nano)
+            if copy_as_is(line) is None:
+                line = escape_log(line)
+            if source == "stdout" or source == "stderr":
+                stream = source.encode()
+            else:
+                stream = escape_log(source.encode("utf-8", "surrogateescape"))
+            if prefix is not None:
+                action = b'%b,"_id":"%b%d"}}\n' % (head, prefix, at)
+            else:
+                action = head + b"}}\n"
+            append(b'%b{"@timestamp":"%b.%09dZ","event":{"sequence":%d},"message":"%b","stream":"%b"%b'
+                   % (action, second, ns, at, line, stream, tail))
+        return out
+
+
+def container_fields(*, container_id: str, container_name: str, image: str, labels: Mapping[str, str],
+                     host_name: str, agent_name: str, agent_version: str,
+                     attrs: Mapping[str, str] | None = None) -> dict:
+    """The static part of a container's documents (ECS names; Elastic's plugin's fields plus ``stream``,
+    which is per line, and the ``labels``/``env`` attributes as ECS ``labels``)."""
+    name, tag, digest = split_image(image)
+    image_fields: dict = {"name": name}
+    if tag:
+        image_fields["tag"] = tag
+    if digest:
+        image_fields["hash"] = {"all": [digest]}
+    container: dict = {"id": container_id, "name": container_name.lstrip("/"), "image": image_fields}
+    if labels:
+        container["labels"] = dedot(labels)
+    fields = {"container": container, "host": {"name": host_name},
+              "agent": {"name": agent_name, "type": "logbridge", "version": agent_version}}
+    if attrs:
+        fields["labels"] = dedot(attrs)
+    return fields
+
+
+def format_fields(fields: dict) -> dict[str, str]:
+    """The values ``%{[field]}`` can name in index and pipeline (driver/outputs/elasticsearch/formats.py)."""
+    c = fields["container"]
+    return {"agent.name": fields["agent"]["name"], "agent.version": fields["agent"]["version"],
+            "host.name": fields["host"]["name"], "container.id": c["id"], "container.name": c["name"],
+            "container.image.name": c["image"]["name"], "container.image.tag": c["image"].get("tag", "")}
+
+
+# ---- answers ------------------------------------------------------------------------------------------------
+INDEXED, DUPLICATE, RETRY, FINAL = "indexed", "duplicate", "retry", "final"
+_NO_ERRORS = re.compile(rb'\s*\{\s*"errors"\s*:\s*false\s*[,}]')
+
+
+class BadResponse(ValueError):
+    """A 2xx answer that is not a bulk response for this request (a proxy's page, a truncated body)."""
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    verdict: str  # INDEXED, DUPLICATE, RETRY or FINAL
+    status: int
+    error_type: str = ""
+    reason: str = ""
+
+
+OK_ITEM = ItemResult(INDEXED, 201)
+
+
+def item_verdict(status: int, error: Mapping | None) -> ItemResult:
+    """One item's fate: 2xx indexed; 409 on ``create``: already there (a resend), a duplicate, not an error; 400
+    with a document error: final, dropped by ``error.type``; anything else is retried (429 pressure, 5xx shard
+    failures, 403 ``cluster_block_exception`` of a read-only index, 404 of a missing index...)."""
+    error_type = str(error.get("type", "")) if isinstance(error, Mapping) else ""
+    reason = str(error.get("reason", "")) if isinstance(error, Mapping) else ""
+    if 200 <= status < 300:
+        return ItemResult(INDEXED, status)
+    if status == 409:
+        return ItemResult(DUPLICATE, status, error_type, reason)
+    if status == 400 and error_type in DOCUMENT_ERRORS:
+        return ItemResult(FINAL, status, error_type, reason)
+    return ItemResult(RETRY, status, error_type or f"status_{status}", reason)
+
+
+def parse_bulk_response(body: bytes, items: int) -> list[ItemResult] | None:
+    """The result of each of the ``items`` documents sent, in order; None when ``errors`` is false (every item
+    was indexed: the items are not even parsed). BadResponse when the body does not answer this request."""
+    if _NO_ERRORS.match(body):
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadResponse(f"not JSON: {body[:80]!r}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("errors"), bool):
+        raise BadResponse(f"no errors flag: {body[:80]!r}")
+    if not doc["errors"]:
+        return None
+    got = doc.get("items")
+    if not isinstance(got, list) or len(got) != items:
+        raise BadResponse(f"{len(got) if isinstance(got, list) else 'no'} items for {items} documents")
+    out = []
+    for item in got:
+        if not isinstance(item, dict) or len(item) != 1:
+            raise BadResponse(f"an item is not a one-key object: {str(item)[:80]}")
+        (result,) = item.values()
+        if not isinstance(result, dict) or not isinstance(result.get("status"), int):
+            raise BadResponse(f"an item has no status: {str(item)[:80]}")
+        out.append(item_verdict(result["status"], result.get("error")))
+    return out
