@@ -38,6 +38,24 @@ def log_opts(port: int) -> list[str]:
     return [f"hosts=http://127.0.0.1:{port}"]
 
 
+def targets(med, outage: dict, outage_label: str) -> list[dict]:
+    """Issue 10's targets, on the medians of the short-line workload (`med(path, figure)`) and the outage run."""
+    rows: list[dict] = []
+
+    def add(what: str, value: float | None, limit: float, unit: str) -> None:
+        rows.append({"target": what, "value": value, "limit": limit, "unit": unit,
+                     "met": None if value is None else value <= limit})
+
+    add("(issue 10) every line stored and indexed by Elasticsearch, × json-file", med(PATH, "ratio_complete"),
+        1.5, "×")
+    add("(issue 10) plugin CPU per 1M short lines, + Elasticsearch", med(PATH, "plugin_cpu_per_m"), 2.5, "CPU-s")
+    at_end = outage.get("outage_pss_end_pct")
+    if at_end:
+        add(f"(issue 10) plugin PSS at the end of a {outage_label} Elasticsearch outage, % of its start",
+            at_end["max"], 110, "%")
+    return rows
+
+
 def count_documents(body: bytes) -> int:
     """Documents in a bulk body of create + source pairs; ValueError if it is not one."""
     lines = body.count(b"\n")

@@ -5,6 +5,8 @@ Paths (each a `--log-driver` with its options):
   none               no logging at all (the floor)
   logbridge          logbridge as a managed plugin, local json.log only
   logbridge+forward  logbridge, json.log plus Fluent forward with acks to bench.receiver
+  logbridge+es       logbridge, json.log plus the Elasticsearch output to bench.elasticsearch (a count-only
+                     _bulk receiver; acked = counted just before its 200)
   fluentd            dockerd's builtin fluentd driver to the same receiver
 
 Workloads (busybox image, no registry): 1M short lines (`seq`), 1M 100-byte lines, 1,000 lines of 40 KB, and
@@ -26,7 +28,8 @@ Environment knobs (all optional):
   BENCH_PATHS=json-file,none,logbridge,logbridge+forward,fluentd   subset (json-file is always kept)
   BENCH_CONCURRENT=0      1: add the 100-container workload (about 1 min per path and round)
   BENCH_CONC_RUNS=1       its rounds;  BENCH_CONC_CONTAINERS=100  BENCH_CONC_SECONDS=30  BENCH_CONC_RATE=2000
-  BENCH_OUTAGE=0          1: add the outage run: logbridge+forward, BENCH_OUTAGE_CONTAINERS=10 containers writing
+  BENCH_OUTAGE=0          1: add the outage run: logbridge+forward (and logbridge+es if among the paths),
+                          BENCH_OUTAGE_CONTAINERS=10 containers writing
                           BENCH_OUTAGE_RATE=1000 lines/s each while the receiver is stopped (SIGSTOP) for
                           BENCH_OUTAGE_SECONDS=60 s; the plugin's PSS through the outage (issue 5: flat within 10%)
   BENCH_FLUENTD_ACK=0     1: the fluentd driver waits for an ack per line (fluentd-request-ack=true)
@@ -59,6 +62,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import elasticsearch as es_bench
 from bench import procstat
 from tests.support import Dockerd, ManagedPlugin, build_plugin_dir, create_managed_plugin, import_busybox
 from tests.support.procs import REPO, SupportError, alive, unix_http
@@ -195,6 +199,7 @@ class Outage:
         return {"outage_s": round(self.end - self.start), "outage_pss_start_mb": round(first / 1e6, 1),
                 "outage_pss_max_mb": round(peak / 1e6, 1), "outage_pss_end_mb": round(self.samples[-1] / 1e6, 1),
                 "outage_pss_growth_pct": round(100 * (peak - first) / first, 1),
+                "outage_pss_end_pct": round(100 * self.samples[-1] / first, 1),
                 "outage_pss_series_mb": [round(v / 1e6, 1) for v in self.samples]}
 
 
@@ -212,17 +217,19 @@ PATHS = {
     "none": PathSpec("none", stores=False, forwards=False, plugin=False),
     "logbridge": PathSpec("logbridge", stores=True, forwards=False, plugin=True),
     "logbridge+forward": PathSpec("logbridge+forward", stores=True, forwards=True, plugin=True),
+    es_bench.PATH: PathSpec(es_bench.PATH, stores=True, forwards=True, plugin=True),
     "fluentd": PathSpec("fluentd", stores=False, forwards=True, plugin=False),
 }
 
 
 # ------------------------------------------------------------------------------------------------- receiver
 class ReceiverProc:
-    """bench.receiver in its own process; a thread follows its counter lines."""
+    """bench.receiver (or bench.elasticsearch: the same counter lines) in its own process; a thread follows its
+    counter lines."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str = "bench.receiver") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.receiver"], cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", module], cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
             env=dict(os.environ, PYTHONPATH=str(REPO)), text=True, start_new_session=True)
         first = json.loads(self.proc.stdout.readline())
         self.port = first["listening"]
@@ -439,11 +446,12 @@ def top_of_profile(raw: Path, n: int = 15) -> dict:
 # ------------------------------------------------------------------------------------------------- the sitting
 class Bench:
     def __init__(self, dockerd: Dockerd, image: str, plugin: ManagedPlugin | None, receiver: ReceiverProc | None,
-                 timeout: float) -> None:
+                 timeout: float, es: ReceiverProc | None = None) -> None:
         self.dockerd = dockerd
         self.image = image
         self.plugin = plugin
         self.receiver = receiver
+        self.es = es
         self.timeout = timeout
         self.fluentd_ack = os.environ.get("BENCH_FLUENTD_ACK", "0") == "1"
         self._plugin_pid: int | None = None
@@ -451,6 +459,12 @@ class Bench:
     # ---- docker ----------------------------------------------------------------------------------------
     def api(self, method: str, url: str, timeout: float = 60) -> tuple[int, bytes]:
         return unix_http(str(self.dockerd.socket), method, API + url, timeout=timeout)
+
+    def receiver_of(self, path: str) -> ReceiverProc | None:
+        """The receiver a path's output goes to (None for a path that sends nothing)."""
+        if not PATHS[path].forwards:
+            return None
+        return self.es if path == es_bench.PATH else self.receiver
 
     def log_args(self, path: str) -> list[str]:
         fwd = f"fluentd-address=tcp://127.0.0.1:{self.receiver.port}" if self.receiver else ""
@@ -463,6 +477,8 @@ class Bench:
             opts, driver = [f"max-size={MAX_SIZE}"], self.plugin.driver
         elif path == "logbridge+forward":
             opts, driver = [f"max-size={MAX_SIZE}", fwd], self.plugin.driver
+        elif path == es_bench.PATH:
+            opts, driver = [f"max-size={MAX_SIZE}", *es_bench.log_opts(self.es.port)], self.plugin.driver
         elif path == "fluentd":
             opts, driver = [fwd], "fluentd"
             if self.fluentd_ack:
@@ -491,18 +507,19 @@ class Bench:
             self._plugin_pid = self.plugin.pid()
         return self._plugin_pid
 
-    def cpu(self) -> dict[str, float]:
+    def cpu(self, receiver: ReceiverProc | None) -> dict[str, float]:
         pid = self.plugin_pid()
         return {
             "plugin": procstat.tree_cpu(pid) if pid else 0.0,
             "dockerd": procstat.cpu_seconds(self.dockerd.pid() or 0),
-            "receiver": procstat.cpu_seconds(self.receiver.pid) if self.receiver else 0.0,
+            "receiver": procstat.cpu_seconds(receiver.pid) if receiver else 0.0,
         }
 
     # ---- one run ---------------------------------------------------------------------------------------
     def run(self, path: str, workload: Workload, round_no: int, pyspy_out: Path | None = None,
             outage: Outage | None = None) -> dict:
         spec = PATHS[path]
+        receiver = self.receiver_of(path)
         with ThreadPoolExecutor(8) as pool:
             cids = list(pool.map(lambda _: self.create(path, workload), range(workload.containers)))
         counters = [LineCounter(self.json_log(path, cid)) for cid in cids] if spec.stores else []
@@ -522,8 +539,8 @@ class Bench:
         spy = PySpy(self.plugin_pid(), pyspy_out) if pyspy_out else None
         sampler = PssSampler(self.plugin_pid() if spec.plugin else None)
         load = procstat.loadavg()
-        recv_base = self.receiver.expect(expected) if (self.receiver and spec.forwards) else 0
-        cpu0 = self.cpu()
+        recv_base = receiver.expect(expected) if receiver else 0
+        cpu0 = self.cpu(receiver)
         pss_idle = sampler.start()
         t0 = time.monotonic()
         if len(cids) == 1:
@@ -547,20 +564,20 @@ class Bench:
                 if stored >= expected:
                     stored_at = time.monotonic()
             if spec.forwards and acked_at is None:
-                acked_at = self.receiver.hit()
+                acked_at = receiver.hit()
             done = (len(exits) == len(cids) and (stored_at or not spec.stores) and (acked_at or not spec.forwards))
             if done or now > deadline:
                 break
             time.sleep(0.01)
         exit_at = max(exits.values()) if len(exits) == len(cids) else None
         time.sleep(0.2)  # what the plugin does right after (cursor saves, closing) is part of its cost
-        cpu1 = self.cpu()
+        cpu1 = self.cpu(receiver)
         pss_peak = sampler.stop()
         if spy:
             spy.stop()
         if spec.stores:
             stored = sum(c.count() for c in counters)
-        received = self.receiver.records() - recv_base if (self.receiver and spec.forwards) else 0
+        received = receiver.records() - recv_base if receiver else 0
         dual_cache = any((self.dockerd.data_root / "containers" / cid / "container-cached.log").exists()
                          for cid in cids)
         lost = 0
@@ -613,7 +630,7 @@ class Bench:
 FIGURES = ["exit_s", "stored_s", "acked_s", "complete_s", "lines_per_s", "mb_per_s", "plugin_cpu_s",
            "plugin_cpu_per_m", "dockerd_cpu_per_m", "receiver_cpu_per_m", "plugin_cpu_per_gb", "dockerd_cpu_per_gb",
            "receiver_cpu_per_gb", "pss_idle_mb", "pss_peak_mb", "lost", "outage_pss_start_mb", "outage_pss_max_mb",
-           "outage_pss_end_mb", "outage_pss_growth_pct"]
+           "outage_pss_end_mb", "outage_pss_growth_pct", "outage_pss_end_pct"]
 PER_GB = {"40kb"}  # workloads whose CPU the table shows per GB of output rather than per million lines
 
 
@@ -667,6 +684,7 @@ def targets(summary: dict) -> list[dict]:
     add("(c) plugin CPU per 1M short lines", med("logbridge", "plugin_cpu_per_m"), 3.0, "CPU-s")
     add("(d) every line stored and acked, × json-file", med("logbridge+forward", "ratio_complete"), 1.75, "×")
     add("(d) plugin CPU per 1M short lines", med("logbridge+forward", "plugin_cpu_per_m"), 4.5, "CPU-s")
+    rows += es_bench.targets(med, summary.get("outage", {}).get(es_bench.PATH, {}), OUTAGE_SECONDS_LABEL)
     idle = [summary[w][p]["pss_idle_mb"]["median"] for w in summary for p in summary[w]
             if summary[w][p].get("pss_idle_mb") and w != "concurrent"]
     fresh = [summary[w][p]["pss_idle_mb"]["min"] for w in summary for p in summary[w]
@@ -723,6 +741,7 @@ def markdown(result: dict) -> str:
         "the receiver (bench.receiver: driver.receiver's server, acks on; "
         + ("it validates and counts PackedForward entries in C without building objects, as Fluent Bit walks them"
            if result.get("receiver_counts_in_c") else "it decodes every entry in Python") +
+        "; for logbridge+es bench.elasticsearch: documents counted with bytes.count over the NDJSON, nothing kept"
         "). Memory is the plugin's summed PSS. "
         "Ratios are paired with the json-file run of the same round: exit vs exit, stored/acked vs json-file "
         "stored.",
@@ -839,7 +858,7 @@ def main() -> int:
     timeout = env_int("BENCH_TIMEOUT", 180)
     state = os.environ.get("BENCH_STATE") or tempfile.mkdtemp(prefix="lbb.", dir="/tmp")
     dockerd = Dockerd(state)
-    plugin = receiver = None
+    plugin = receiver = es = None
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     result: dict = {"started": started, "machine": procstat.machine(), "git": git_describe(), "runs": runs_n,
                     "loadavg_start": procstat.loadavg(), "max_size": MAX_SIZE,
@@ -859,11 +878,14 @@ def main() -> int:
                                            state_dir=Path(state) / "plugin-state")
             result["plugin_protobuf"] = protobuf_implementation(plugin.rootfs)
             log(f"plugin's protobuf implementation: {result['plugin_protobuf']}")
-        if any(PATHS[p].forwards for p in paths):
+        if es_bench.PATH in paths:
+            es = ReceiverProc("bench.elasticsearch")
+            log(f"elasticsearch receiver on 127.0.0.1:{es.port}, counting documents with bytes.count (C)")
+        if any(PATHS[p].forwards and p != es_bench.PATH for p in paths):
             receiver = ReceiverProc()
             result["receiver_counts_in_c"] = receiver.counts_in_c
             log(f"receiver on 127.0.0.1:{receiver.port}, counting in {'C' if receiver.counts_in_c else 'Python'}")
-        bench = Bench(dockerd, image, plugin, receiver, timeout)
+        bench = Bench(dockerd, image, plugin, receiver, timeout, es)
         result["fluentd_request_ack"] = bench.fluentd_ack
         for wl_name in wanted:
             wl = all_wl[wl_name]
@@ -873,14 +895,16 @@ def main() -> int:
                     continue
                 if receiver is None:
                     receiver = bench.receiver = ReceiverProc()
-                outage = Outage(receiver.pid, OUTAGE_MARGIN, env_int("BENCH_OUTAGE_SECONDS", 60))
-                try:
-                    rec = bench.run("logbridge+forward", wl, 1, outage=outage)
-                finally:
-                    outage.resume()
-                records.append(rec)
-                log(f"outage: acked {rec['acked_s']} s  pss {rec.get('outage_pss_start_mb')} -> "
-                    f"max {rec.get('outage_pss_max_mb')} MB  lost {rec['lost']}")
+                for path in ["logbridge+forward"] + ([es_bench.PATH] if es else []):
+                    outage = Outage(bench.receiver_of(path).pid, OUTAGE_MARGIN, env_int("BENCH_OUTAGE_SECONDS", 60))
+                    try:
+                        rec = bench.run(path, wl, 1, outage=outage)
+                    finally:
+                        outage.resume()
+                    records.append(rec)
+                    log(f"outage {path}: acked {rec['acked_s']} s  pss {rec.get('outage_pss_start_mb')} -> "
+                        f"max {rec.get('outage_pss_max_mb')} -> end {rec.get('outage_pss_end_mb')} MB  "
+                        f"lost {rec['lost']}")
                 continue
             n = env_int("BENCH_CONC_RUNS", 1) if wl_name == "concurrent" else runs_n
             if wl_name == "concurrent":
@@ -905,8 +929,9 @@ def main() -> int:
                         log(f"{wl_name} py-spy {path}: {prof.get('samples')} samples in {raw}")
     finally:
         result["loadavg_end"] = procstat.loadavg()
-        if receiver:
-            receiver.stop()
+        for r in (receiver, es):
+            if r:
+                r.stop()
         try:
             if plugin:
                 plugin.remove()
@@ -922,6 +947,8 @@ def main() -> int:
                                "in the plugin rootfs): frame decoding is several times slower than with upb")
     if receiver and receiver.protocol_errors():
         result["notes"].append(f"receiver protocol errors: {receiver.protocol_errors()}")
+    if es and es.protocol_errors():
+        result["notes"].append(f"elasticsearch receiver: bodies that were not create pairs: {es.protocol_errors()}")
     if any(r["path"] == "logbridge" and r["dual_logging_cache"] for r in records):
         result["notes"].append("dockerd kept a dual-logging cache for logbridge containers")
     elif any(r["path"].startswith("logbridge") for r in records):
