@@ -87,6 +87,15 @@ def numbers(n: int, first: int = 1) -> Counter[str]:
     return Counter(str(i) for i in range(first, n + 1))
 
 
+def es_cursor(plugin, cid: str) -> dict:
+    """The Elasticsearch output's saved cursor: pos and extra (indexed, duplicates, dropped by error.type)."""
+    path = plugin.state_dir / "containers" / cid / "cursors" / "elasticsearch.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
 def ok(result) -> None:
     assert result.rc == 0, result.stderr.decode(errors="replace")
 
@@ -278,8 +287,12 @@ def test_items_rejected_for_good_are_dropped_once_and_the_rest_indexed(legacy_pl
                        match=lambda source, _id: str(field(source, "message")).startswith("bad"))
     rx.call(lambda r: r.cluster.item_faults.append(reject))
     script = "for i in $(seq 1 200); do if [ $((i % 10)) = 0 ]; then echo bad $i; else echo $i; fi; done"
-    ok(docker_run(plugin.driver, "sh", "-c", script, name="es-reject", log_opts=opts(rx)))
+    first = docker_run(plugin.driver, "sh", "-c", script, name="es-reject", log_opts=opts(rx))
+    ok(first)
     wait_count(rx, 180)
+    # counted by error.type in the output's saved counts (what the status view and the metrics show)
+    wait_for("the rejects counted", lambda: es_cursor(plugin, first.container_id).get("extra", {}).get("dropped")
+             == {"document_parsing_exception": 20}, 30)
     # a later container through the same batcher: once its lines are in, any retry of the rejects would be too
     later = docker_run(plugin.driver, *seq(20), name="es-reject-later", log_opts=opts(rx))
     ok(later)
