@@ -249,6 +249,7 @@ def test_a_resend_across_a_rollover_makes_a_second_copy(legacy_plugin, docker_ru
     rx.call(lambda r: setattr(r, "on_lost_answer", lambda rcv: rcv.cluster.rollover(target)))
     n = 3000
     ok(docker_run(plugin.driver, *seq(n), name="es-rollover", log_opts=opts(rx, index=target)))
+    wait_for("the first bulk indexed, unanswered, and rolled over", lambda: rx.call(lambda r: r.answers_lost), 60)
     old, new = rx.call(lambda r: [i.name for i in r.cluster.data_streams[target].indices])
     wait_count(rx, n, new)  # the resend of the first batch and everything after it
     first_batch = sources(rx, old)
