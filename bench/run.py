@@ -6,6 +6,8 @@ Paths (each a `--log-driver` with its options):
   logbridge          logbridge as a managed plugin, local json.log only
   logbridge+forward  logbridge, json.log plus Fluent forward with acks to bench.receiver
   logbridge+loki     logbridge, json.log plus the direct Loki output to bench.loki_receiver (2xx = acked)
+  logbridge+es       logbridge, json.log plus the Elasticsearch output to bench.elasticsearch (a count-only
+                     _bulk receiver; acked = counted just before its 200)
   fluentd            dockerd's builtin fluentd driver to the same receiver
 
 Workloads (busybox image, no registry): 1M short lines (`seq`), 1M 100-byte lines, 1,000 lines of 40 KB, and
@@ -24,14 +26,14 @@ Environment knobs (all optional):
   BENCH_LINES=1000000     lines of the short and 100-byte workloads
   BENCH_BIG_LINES=1000    lines of the 40 KB workload
   BENCH_WORKLOADS=short,100b,40kb   subset, in this order
-  BENCH_PATHS=json-file,none,logbridge,logbridge+forward,logbridge+loki,fluentd   subset (json-file is always
-                          kept)
+  BENCH_PATHS=json-file,none,logbridge,logbridge+forward,logbridge+loki,logbridge+es,fluentd   subset (json-file
+                          is always kept)
   BENCH_CONCURRENT=0      1: add the 100-container workload (about 1 min per path and round)
   BENCH_CONC_RUNS=1       its rounds;  BENCH_CONC_CONTAINERS=100  BENCH_CONC_SECONDS=30  BENCH_CONC_RATE=2000
-  BENCH_OUTAGE=0          1: add the outage run: logbridge+forward (and logbridge+loki if among the paths),
-                          BENCH_OUTAGE_CONTAINERS=10 containers writing BENCH_OUTAGE_RATE=1000 lines/s each while
-                          the receiver is stopped (SIGSTOP) for BENCH_OUTAGE_SECONDS=60 s; the plugin's PSS through
-                          the outage (issue 5: flat within 10%; issue 9: at its end ≤ 110% of its start)
+  BENCH_OUTAGE=0          1: add the outage run: logbridge+forward (and logbridge+loki, logbridge+es if among the
+                          paths), BENCH_OUTAGE_CONTAINERS=10 containers writing BENCH_OUTAGE_RATE=1000 lines/s each
+                          while the receiver is stopped (SIGSTOP) for BENCH_OUTAGE_SECONDS=60 s; the plugin's PSS
+                          through the outage (issue 5: flat within 10%; issues 9, 10: at its end ≤ 110% of its start)
   BENCH_FLUENTD_ACK=0     1: the fluentd driver waits for an ack per line (fluentd-request-ack=true)
   BENCH_PYSPY=0           1: after the measured rounds, one more run per workload and logbridge path under
                           py-spy (not in the figures); raw stacks in bench/results/pyspy-*.txt, top in latest.md
@@ -62,6 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import elasticsearch as es_bench
 from bench import procstat
 from tests.support import Dockerd, ManagedPlugin, build_plugin_dir, create_managed_plugin, import_busybox
 from tests.support.procs import REPO, SupportError, alive, unix_http
@@ -217,14 +220,15 @@ PATHS = {
     "logbridge": PathSpec("logbridge", stores=True, forwards=False, plugin=True),
     "logbridge+forward": PathSpec("logbridge+forward", stores=True, forwards=True, plugin=True),
     "logbridge+loki": PathSpec("logbridge+loki", stores=True, forwards=True, plugin=True),
+    es_bench.PATH: PathSpec(es_bench.PATH, stores=True, forwards=True, plugin=True),
     "fluentd": PathSpec("fluentd", stores=False, forwards=True, plugin=False),
 }
 
 
 # ------------------------------------------------------------------------------------------------- receiver
 class ReceiverProc:
-    """bench.receiver (or bench.loki_receiver: the same counter lines) in its own process; a thread follows its
-    counter lines."""
+    """bench.receiver (or bench.loki_receiver, bench.elasticsearch: the same counter lines) in its own process; a
+    thread follows its counter lines."""
 
     def __init__(self, module: str = "bench.receiver") -> None:
         self.proc = subprocess.Popen(
@@ -445,12 +449,13 @@ def top_of_profile(raw: Path, n: int = 15) -> dict:
 # ------------------------------------------------------------------------------------------------- the sitting
 class Bench:
     def __init__(self, dockerd: Dockerd, image: str, plugin: ManagedPlugin | None, receiver: ReceiverProc | None,
-                 timeout: float, loki: ReceiverProc | None = None) -> None:
+                 timeout: float, loki: ReceiverProc | None = None, es: ReceiverProc | None = None) -> None:
         self.dockerd = dockerd
         self.image = image
         self.plugin = plugin
         self.receiver = receiver
         self.loki = loki
+        self.es = es
         self.timeout = timeout
         self.fluentd_ack = os.environ.get("BENCH_FLUENTD_ACK", "0") == "1"
         self._plugin_pid: int | None = None
@@ -463,7 +468,9 @@ class Bench:
         """The receiver a path's output goes to (None for a path that sends nothing)."""
         if not PATHS[path].forwards:
             return None
-        return self.loki if path == "logbridge+loki" else self.receiver
+        if path == "logbridge+loki":
+            return self.loki
+        return self.es if path == es_bench.PATH else self.receiver
 
     def log_args(self, path: str) -> list[str]:
         fwd = f"fluentd-address=tcp://127.0.0.1:{self.receiver.port}" if self.receiver else ""
@@ -479,6 +486,8 @@ class Bench:
         elif path == "logbridge+loki":  # the Loki driver's defaults otherwise (batch 1 MiB, batch-wait 1s)
             opts = [f"max-size={MAX_SIZE}", f"loki-url=http://127.0.0.1:{self.loki.port}/loki/api/v1/push"]
             driver = self.plugin.driver
+        elif path == es_bench.PATH:
+            opts, driver = [f"max-size={MAX_SIZE}", *es_bench.log_opts(self.es.port)], self.plugin.driver
         elif path == "fluentd":
             opts, driver = [fwd], "fluentd"
             if self.fluentd_ack:
@@ -687,6 +696,7 @@ def targets(summary: dict) -> list[dict]:
     add("(issue 9) every line stored and acknowledged by Loki (2xx), × json-file",
         med("logbridge+loki", "ratio_complete"), 1.5, "×")
     add("(issue 9) plugin CPU per 1M short lines, + Loki", med("logbridge+loki", "plugin_cpu_per_m"), 2.0, "CPU-s")
+    rows += es_bench.targets(med, summary.get("outage", {}).get(es_bench.PATH, {}), OUTAGE_SECONDS_LABEL)
     idle = [summary[w][p]["pss_idle_mb"]["median"] for w in summary for p in summary[w]
             if summary[w][p].get("pss_idle_mb") and w != "concurrent"]
     fresh = [summary[w][p]["pss_idle_mb"]["min"] for w in summary for p in summary[w]
@@ -750,7 +760,9 @@ def markdown(result: dict) -> str:
         "; for logbridge+loki bench.loki_receiver: snappy block and protobuf decoded as Loki does, "
         + ("the protobuf library's C backend parsing, entries only counted"
            if result.get("loki_receiver_counts_in_c") else "the pure-Python protobuf parsing")
-        + ", acked = counted just before its 204). Memory is the plugin's summed PSS. "
+        + ", acked = counted just before its 204"
+        "; for logbridge+es bench.elasticsearch: documents counted with bytes.count over the NDJSON, nothing kept"
+        "). Memory is the plugin's summed PSS. "
         "Ratios are paired with the json-file run of the same round: exit vs exit, stored/acked vs json-file "
         "stored.",
         "",
@@ -870,7 +882,7 @@ def main() -> int:
     timeout = env_int("BENCH_TIMEOUT", 180)
     state = os.environ.get("BENCH_STATE") or tempfile.mkdtemp(prefix="lbb.", dir="/tmp")
     dockerd = Dockerd(state)
-    plugin = receiver = loki = None
+    plugin = receiver = loki = es = None
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     result: dict = {"started": started, "machine": procstat.machine(), "git": git_describe(), "runs": runs_n,
                     "loadavg_start": procstat.loadavg(), "max_size": MAX_SIZE,
@@ -894,11 +906,14 @@ def main() -> int:
             loki = ReceiverProc("bench.loki_receiver")
             result["loki_receiver_counts_in_c"] = loki.counts_in_c
             log(f"loki receiver on 127.0.0.1:{loki.port}, parsing in {'C (upb)' if loki.counts_in_c else 'Python'}")
-        if any(PATHS[p].forwards and p != "logbridge+loki" for p in paths):
+        if es_bench.PATH in paths:
+            es = ReceiverProc("bench.elasticsearch")
+            log(f"elasticsearch receiver on 127.0.0.1:{es.port}, counting documents with bytes.count (C)")
+        if any(PATHS[p].forwards and p not in ("logbridge+loki", es_bench.PATH) for p in paths):
             receiver = ReceiverProc()
             result["receiver_counts_in_c"] = receiver.counts_in_c
             log(f"receiver on 127.0.0.1:{receiver.port}, counting in {'C' if receiver.counts_in_c else 'Python'}")
-        bench = Bench(dockerd, image, plugin, receiver, timeout, loki)
+        bench = Bench(dockerd, image, plugin, receiver, timeout, loki, es)
         result["fluentd_request_ack"] = bench.fluentd_ack
         for wl_name in wanted:
             wl = all_wl[wl_name]
@@ -908,7 +923,7 @@ def main() -> int:
                     continue
                 if receiver is None:
                     receiver = bench.receiver = ReceiverProc()
-                for path in ["logbridge+forward"] + (["logbridge+loki"] if loki else []):
+                for path in ["logbridge+forward", *(["logbridge+loki"] if loki else []), *([es_bench.PATH] if es else [])]:
                     outage = Outage(bench.receiver_of(path).pid, OUTAGE_MARGIN, env_int("BENCH_OUTAGE_SECONDS", 60))
                     try:
                         rec = bench.run(path, wl, 1, outage=outage)
@@ -942,7 +957,7 @@ def main() -> int:
                         log(f"{wl_name} py-spy {path}: {prof.get('samples')} samples in {raw}")
     finally:
         result["loadavg_end"] = procstat.loadavg()
-        for r in (receiver, loki):
+        for r in (receiver, loki, es):
             if r:
                 r.stop()
         try:
@@ -962,6 +977,8 @@ def main() -> int:
         result["notes"].append(f"receiver protocol errors: {receiver.protocol_errors()}")
     if loki and loki.protocol_errors():
         result["notes"].append(f"loki receiver answers other than 2xx: {loki.protocol_errors()}")
+    if es and es.protocol_errors():
+        result["notes"].append(f"elasticsearch receiver: bodies that were not create pairs: {es.protocol_errors()}")
     if any(r["path"] == "logbridge" and r["dual_logging_cache"] for r in records):
         result["notes"].append("dockerd kept a dual-logging cache for logbridge containers")
     elif any(r["path"].startswith("logbridge") for r in records):

@@ -231,11 +231,15 @@ class Cluster:
 
     # ---- what tests read ---------------------------------------------------------------------------------
     def resolve(self, target: str | None) -> list[Index]:
+        """The indices a name or wildcard pattern means (IndexNameExpressionResolver): data streams' backing
+        indices, and plain indices; hidden (`.`) ones only for a pattern that starts with `.`. None: all."""
         if target is None:
             return list(self.indices.values())
-        if target in self.data_streams:
-            return list(self.data_streams[target].indices)
-        return [i for name, i in self.indices.items() if fnmatch.fnmatchcase(name, target)]
+        out = [i for name, ds in self.data_streams.items() if fnmatch.fnmatchcase(name, target) for i in ds.indices]
+        streams = {i.name for i in out}
+        out += [i for name, i in self.indices.items() if fnmatch.fnmatchcase(name, target) and name not in streams
+                and (not name.startswith(".") or target.startswith("."))]
+        return out
 
     def docs(self, target: str | None = None) -> list[Doc]:
         """Documents in the target's indices, each index in seq_no (arrival) order, oldest backing index first."""
@@ -575,6 +579,12 @@ class BulkReceiver:
         self.faults: list[Fault] = []
         self.hang = False
         self.close_connections = 0  # this many bulk requests get their connection closed without an answer
+        # this many bulk requests are indexed, then their connection is closed unanswered: the client cannot
+        # know what went in (a node that died after writing, a proxy timeout); on_lost_answer runs after each
+        self.lose_answers = 0
+        self.on_lost_answer: Callable[[BulkReceiver], None] | None = None
+        self.hang_after_indexing = False  # index, then never answer (until release() or stop())
+        self.answers_lost = 0
         self.requests = 0  # bulk requests that reached the handler
         self.statuses: list[int] = []
         self.auth_headers: list[str | None] = []
@@ -607,6 +617,12 @@ class BulkReceiver:
         self.url = f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
         self._released = asyncio.Event()
         return self.url
+
+    def release(self) -> None:
+        """Let hung requests go on (and be answered)."""
+        self.hang = self.hang_after_indexing = False
+        self._released.set()
+        self._released = asyncio.Event()
 
     async def stop(self) -> None:
         """Stop listening and drop connections; the indices stay (start() again serves them)."""
@@ -681,6 +697,16 @@ class BulkReceiver:
         if self.hang:
             await self._released.wait()  # until stop(): a cluster that took the connection and went silent
         resp = await self._answer(request)
+        if resp.status == 200 and self.lose_answers > 0:
+            self.lose_answers -= 1
+            self.answers_lost += 1
+            if self.on_lost_answer is not None:
+                self.on_lost_answer(self)
+            request.transport.close()
+            raise asyncio.CancelledError
+        if resp.status == 200 and self.hang_after_indexing:
+            self.answers_lost += 1
+            await self._released.wait()
         self.statuses.append(resp.status)
         return resp
 
@@ -759,7 +785,8 @@ class ReceiverThread:
     listening (connections refused), `up()` listens again on the same port with the same indices, `call(fn)`
     runs fn(receiver) on the loop (the only safe way to touch its state while requests arrive)."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, port: int = 0, **kwargs) -> None:
+        self._port = port
         self._kwargs = kwargs
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="es-receiver", daemon=True)
@@ -773,7 +800,7 @@ class ReceiverThread:
 
         async def make():
             self.receiver = BulkReceiver(**self._kwargs)
-            await self.receiver.start()
+            await self.receiver.start(self._port)
 
         self._run(make())
         return self

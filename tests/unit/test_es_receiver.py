@@ -63,6 +63,15 @@ def run(coro_fn, **kw):
     return asyncio.run(main())
 
 
+async def until(condition, timeout: float = 10) -> None:
+    """Poll the receiver's state (on its own loop) until `condition()` holds; fail after `timeout`."""
+    async def poll():
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 def statuses(resp: dict) -> list[int]:
     return [next(iter(i.values()))["status"] for i in resp["items"]]
 
@@ -325,3 +334,37 @@ def test_thread_receiver_goes_down_and_up_on_the_same_port_keeping_its_indices()
         assert statuses(send("a")) == [409] and rx.call(lambda r: r.cluster.count(DS)) == 1
     finally:
         rx.close()
+
+
+def test_lost_answers_index_first_then_close_and_hooks_can_roll_over_in_between():
+    async def go(rx):
+        rx.lose_answers = 1
+        rx.on_lost_answer = lambda r: r.cluster.rollover(DS)
+        with pytest.raises(aiohttp.ClientError):
+            await post(rx, ndjson(create("a", doc())))
+        resend = (await post(rx, ndjson(create("a", doc()))))[1]  # lands in the new backing index: a second copy
+        rx.hang_after_indexing = True
+        async with aiohttp.ClientSession() as s:
+            task = asyncio.ensure_future(s.post(rx.url + "/_bulk", data=ndjson(create("b", doc())), headers=NDJSON))
+            await until(lambda: rx.answers_lost == 2)
+            indexed_while_hung = rx.cluster.count(DS)
+            rx.release()
+            r = await asyncio.wait_for(task, 10)
+            answered = r.status
+        return resend, indexed_while_hung, answered, rx.cluster
+
+    resend, indexed_while_hung, answered, cluster = run(go)
+    assert statuses(resend) == [201] and cluster.ids(DS) == {"a": 2, "b": 1}
+    assert [len(i.docs) for i in cluster.resolve(DS)] == [1, 2]
+    assert indexed_while_hung == 3 and answered == 200
+
+
+def test_the_benchs_count_only_receiver_counts_what_the_cluster_would_index():
+    from bench.elasticsearch import answer, count_documents
+
+    body = ndjson(*(create(str(i), doc(f"line\\n{i}")) for i in range(1000)))
+    assert count_documents(body) == 1000 == statuses(Cluster().bulk(body)).count(201)
+    assert json.loads(answer(3)) == {"errors": False, "items": [{"create": {"status": 201}}] * 3}
+    for bad in (body[:-1], body + b"{}\n", ndjson(("index", {"_index": "x"}, {"v": 1}))):
+        with pytest.raises(ValueError):
+            count_documents(bad)
