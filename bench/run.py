@@ -923,7 +923,9 @@ def main() -> int:
                     continue
                 if receiver is None:
                     receiver = bench.receiver = ReceiverProc()
-                for path in ["logbridge+forward", *(["logbridge+loki"] if loki else []), *([es_bench.PATH] if es else [])]:
+                outage_paths = ["logbridge+forward", *(["logbridge+loki"] if loki else []),
+                                *([es_bench.PATH] if es else [])]
+                for path in outage_paths:
                     outage = Outage(bench.receiver_of(path).pid, OUTAGE_MARGIN, env_int("BENCH_OUTAGE_SECONDS", 60))
                     try:
                         rec = bench.run(path, wl, 1, outage=outage)
