@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import math
 import random
 import ssl
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ def parse_retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value.strip())
     except ValueError:
+        return None
+    if math.isnan(seconds):  # float() takes "nan", and min/max would pass it on as the wait
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
