@@ -34,4 +34,5 @@ def test_every_fuzz_target_runs_clean_under_the_sanitizers():
     assert sorted(rows) == sorted(TARGETS)
     for target, row in rows.items():
         executions, coverage = int(row[1].replace(",", "")), int(row[3])
-        assert executions > 50 and coverage > 0, f"{target} barely ran: {row}"
+        # libFuzzer runs every seed before it looks at the clock: on a loaded machine that may be all it does
+        assert executions > 0 and coverage > 0, f"{target} did not run: {row}"
