@@ -24,7 +24,10 @@ def parse_body(raw: bytes) -> dict:
     """A request body: a JSON object, {} when empty; ValueError otherwise."""
     if not raw.strip():
         return {}
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)
+    except RecursionError:  # nesting deeper than the interpreter's stack: not a body dockerd sends
+        raise ValueError("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("request body is not a JSON object")
     return data
