@@ -128,7 +128,8 @@ def child(target: str, libfuzzer_args: list[str]) -> None:
         module = importlib.import_module(f"fuzz.targets.{target}")
     if not any(a.startswith("-max_len=") for a in libfuzzer_args):
         libfuzzer_args.append(f"-max_len={module.MAX_LEN}")
-    atheris.Setup([f"fuzz-{target}", *libfuzzer_args], module.fuzz_one)
+    # argv[0] is how libFuzzer starts itself again (-merge=1 runs it through sh): this very command.
+    atheris.Setup([f"{sys.executable} -m fuzz.run --child {target}", *libfuzzer_args], module.fuzz_one)
     atheris.Fuzz()
 
 
