@@ -39,7 +39,22 @@ lint: venv
 	$(VENV)/bin/ruff check driver tests
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache fuzz/build
+
+# ---- fuzzing (issue 11.2; fuzz/README.md). Never part of `make test`, which runs only the smoke -------------
+FUZZ_SECONDS ?= 1200
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS ?=
+.PHONY: fuzz fuzz-smoke fuzz-merge
+
+fuzz: deps venv ## atheris/libFuzzer on every target, C under ASan/UBSan: executions, coverage, findings per target; each stops at FUZZ_RUNS=1000000 or FUZZ_SECONDS=1200, FUZZ_TARGETS="frames jsonfile ..."
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) $(PY) -m fuzz.run $(FUZZ_TARGETS)
+
+fuzz-smoke: deps venv ## a few seconds per fuzz target (tests/process/test_fuzz_smoke.py runs the same)
+	$(PY) -m fuzz.run --smoke $(FUZZ_TARGETS)
+
+fuzz-merge: venv ## keep in fuzz/corpus/ the inputs of the last fuzz run that add coverage (libFuzzer -merge=1)
+	$(PY) -m fuzz.run --merge $(FUZZ_TARGETS)
 
 # ---- the managed plugin: build, install, demo --------------------------------------------------------------
 PLUGIN_NAME ?= logbridge

@@ -20,14 +20,21 @@ log = logging.getLogger(__name__)
 REGISTRY = web.AppKey("registry", Registry)
 
 
-async def _body(request: web.Request) -> dict:
-    raw = await request.read()
+def parse_body(raw: bytes) -> dict:
+    """A request body: a JSON object, {} when empty; ValueError otherwise."""
     if not raw.strip():
         return {}
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)
+    except RecursionError:  # nesting deeper than the interpreter's stack: not a body dockerd sends
+        raise ValueError("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("request body is not a JSON object")
     return data
+
+
+async def _body(request: web.Request) -> dict:
+    return parse_body(await request.read())
 
 
 def _reply(err: str = "") -> web.Response:

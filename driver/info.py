@@ -30,22 +30,26 @@ class LogInfo:
     daemon_name: str
 
     @classmethod
-    def from_json(cls, info: dict[str, Any]) -> LogInfo:
-        cid = info.get("ContainerID") or ""
+    def from_json(cls, info: Any) -> LogInfo:
+        """The Info dockerd sends (null fields are empty); ValueError names the first field of the wrong type."""
+        if not isinstance(info, dict):
+            raise ValueError(f"Info is not a JSON object: {type(info).__name__}")
+        cid = _text(info, "ContainerID")
         if not re.fullmatch(r"[0-9a-f]{12,64}", cid):
             raise ValueError(f"Info.ContainerID {cid!r} is not a container id")
+        config = _object(info, "Config")
         return cls(
             container_id=cid,
-            container_name=info.get("ContainerName") or "",
-            image_id=info.get("ContainerImageID") or "",
-            image_name=info.get("ContainerImageName") or "",
-            entrypoint=info.get("ContainerEntrypoint") or "",
-            args=tuple(info.get("ContainerArgs") or ()),
-            env=tuple(info.get("ContainerEnv") or ()),
-            labels=dict(info.get("ContainerLabels") or {}),
-            config={str(k): str(v) for k, v in (info.get("Config") or {}).items()},
-            created=info.get("ContainerCreated") or "",
-            daemon_name=info.get("DaemonName") or "docker",
+            container_name=_text(info, "ContainerName"),
+            image_id=_text(info, "ContainerImageID"),
+            image_name=_text(info, "ContainerImageName"),
+            entrypoint=_text(info, "ContainerEntrypoint"),
+            args=_texts(info, "ContainerArgs"),
+            env=_texts(info, "ContainerEnv"),
+            labels=_labels(info, "ContainerLabels"),
+            config={str(k): str(v) for k, v in config.items()},  # Go sends strings; str() spares a bool a refusal
+            created=_text(info, "ContainerCreated"),
+            daemon_name=_text(info, "DaemonName") or "docker",
         )
 
     # The Go helper methods, as dockerd 20.10 defines them.
@@ -64,6 +68,37 @@ class LogInfo:
 
     def command(self) -> str:
         return " ".join((self.entrypoint, *self.args)).strip()
+
+
+def _typed(info: dict, key: str, kind: type, what: str) -> Any:
+    value = info.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ValueError(f"Info.{key} is not {what}: {type(value).__name__}")
+    return value
+
+
+def _text(info: dict, key: str) -> str:
+    return _typed(info, key, str, "a string")
+
+
+def _object(info: dict, key: str) -> dict:
+    return _typed(info, key, dict, "a JSON object")
+
+
+def _texts(info: dict, key: str) -> tuple[str, ...]:
+    values = _typed(info, key, list, "a list of strings")
+    if not all(isinstance(v, str) for v in values):
+        raise ValueError(f"Info.{key} is not a list of strings")
+    return tuple(values)
+
+
+def _labels(info: dict, key: str) -> dict[str, str]:
+    labels = _object(info, key)
+    if not all(isinstance(v, str) for v in labels.values()):
+        raise ValueError(f"Info.{key} is not a map of strings")
+    return dict(labels)
 
 
 _FIELDS = {

@@ -54,7 +54,7 @@ class Profiles:
             return dict(config)
         try:
             profiles = self._load()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested past the stack
             raise OptionError(f"logbridge: cannot read profiles file {self.path}: {_reason(exc)}") from None
         if name not in profiles:
             known = ", ".join(sorted(profiles)) or "none"

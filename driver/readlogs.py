@@ -39,19 +39,30 @@ class ReadConfig:
     until_ns: int | None
 
     @classmethod
-    def from_json(cls, cfg: dict) -> ReadConfig:
+    def from_json(cls, cfg: object) -> ReadConfig:
+        """dockerd's ReadConfig (Tail an int, -1 all; Since/Until Go times); ValueError for anything else."""
+        if not isinstance(cfg, dict):
+            raise ValueError(f"Config is not a JSON object: {type(cfg).__name__}")
         tail = cfg.get("Tail", -1)
+        if tail is None:
+            tail = -1
+        if isinstance(tail, bool) or not isinstance(tail, (int, str)):  # int(1.5) would guess, int(inf) overflow
+            raise ValueError(f"Config.Tail {tail!r:.40} is not a whole number")
         return cls(
-            tail=int(tail) if tail is not None else -1,
+            tail=int(tail),
             follow=bool(cfg.get("Follow")),
-            since_ns=_go_time(cfg.get("Since")),
-            until_ns=_go_time(cfg.get("Until")),
+            since_ns=_go_time(cfg.get("Since"), "Since"),
+            until_ns=_go_time(cfg.get("Until"), "Until"),
         )
 
 
-def _go_time(value: str | None) -> int | None:
+def _go_time(value: object, name: str) -> int | None:
     """A Go time.Time from JSON; its zero value (year 1) means unset."""
-    if not value or value.startswith("0001-01-01T00:00:00"):
+    if not value:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"Config.{name} is not a time: {type(value).__name__}")
+    if value.startswith("0001-01-01T00:00:00"):
         return None
     return parse_time(value)
 

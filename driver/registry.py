@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from driver import outputs, statefiles
 from driver.info import LogInfo, render_tag
-from driver.options import OptionError, parse_options
+from driver.options import OptionError, Options, parse_options
 from driver.pipeline import Pipeline
 from driver.profiles import Profiles
 from driver.retention import Retention, RetentionPolicy
@@ -66,13 +66,7 @@ class Registry:
         """Open the FIFO before returning (dockerd may unlink it right after a quick Start/Stop pair)."""
         if fifo in self.fifos:
             return  # a retried StartLogging: already draining this FIFO
-        try:
-            info = LogInfo.from_json(info_json)
-        except ValueError as exc:
-            raise OptionError(f"logbridge: {exc}") from None
-        opts = parse_options(self.profiles.apply(info.config))
-        if opts["tag"] is not None:
-            render_tag(opts["tag"], info)  # reject a bad template at docker run, not later
+        info, opts = self.check_start(info_json)
         if opts["mode"] == "non-blocking":
             log.warning("mode=non-blocking: dockerd drops lines silently before they reach logbridge; logbridge "
                         "never blocks a container, so the default blocking mode loses nothing",
@@ -89,6 +83,18 @@ class Registry:
         pipeline.attach(fifo)
         self.fifos[fifo] = info.container_id
         self._save_table()
+
+    def check_start(self, info_json: object) -> tuple[LogInfo, Options]:
+        """What StartLogging checks before it opens or writes anything: the Info, the log-opts with their profile,
+        the tag template. Raises OptionError, whose message docker run shows."""
+        try:
+            info = LogInfo.from_json(info_json)
+        except ValueError as exc:
+            raise OptionError(f"logbridge: {exc}") from None
+        opts = parse_options(self.profiles.apply(info.config))
+        if opts["tag"] is not None:
+            render_tag(opts["tag"], info)  # reject a bad template at docker run, not later
+        return info, opts
 
     def stop_logging(self, fifo: str) -> None:
         """Never fails (a failed StopLogging leaks dockerd's FIFO and plugin reference)."""

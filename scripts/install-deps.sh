@@ -14,6 +14,8 @@
 #   gcc, libc6-dev, python3-dev  compile driver/_speedups.c (the venv's and the plugin wheel's C extension)
 #   prometheus       a real Prometheus scrapes the plugin in the e2e tests; promtool checks the exposition and
 #                    runs the alert rules' tests (no service is started: the tests run their own)
+#   clang-14, libclang-rt-14-dev, llvm-14  make fuzz: ASan/UBSan builds of the C extensions with libFuzzer's
+#                    coverage counters (fuzz/build.py); llvm-symbolizer names the frames of a sanitizer report
 #   docker-compose   Compose v1 (1.29.2): the e2e test of `docker-compose logs` through logbridge
 #
 # On a systemd host, installing docker.io also starts docker.service; the tests still use their own
@@ -23,6 +25,7 @@ set -euo pipefail
 PACKAGES=(docker.io busybox-static mmdebstrap python3-venv tzdata openssl make curl ca-certificates)
 PACKAGES+=(gcc libc6-dev python3-dev)
 PACKAGES+=(prometheus docker-compose)
+PACKAGES+=(clang-14 libclang-rt-14-dev llvm-14) # make fuzz, and the fuzz smoke the suite runs (fuzz/build.py)
 PACKAGES+=(docker-registry) # a local registry for make push / make upgrade and their e2e test (tests/support/registry.py)
 
 # one dpkg-query for all; it prints nothing for a package it has never heard of

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import math
 import random
 import ssl
 from dataclasses import dataclass
@@ -54,6 +55,12 @@ class PushResult:
     retry_after: float | None = None
 
 
+def answer(status: int, text: str, retry_after: str | None) -> PushResult:
+    """What Loki's HTTP answer means: its status, the first line of its body, its Retry-After header."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return PushResult(classify(status), status, first, parse_retry_after(retry_after))
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Retry-After in seconds (Loki sends seconds; an HTTP date is not worth guessing at)."""
     if not value:
@@ -61,6 +68,8 @@ def parse_retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value.strip())
     except ValueError:
+        return None
+    if math.isnan(seconds):  # float() takes "nan", and min/max would pass it on as the wait
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
@@ -129,11 +138,10 @@ class LokiClient:
                                     server_hostname=self._server_name) as resp:
                 status = resp.status
                 text = "" if status < 300 else (await resp.text(errors="replace"))
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                retry_after = resp.headers.get("Retry-After")
         except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             return PushResult(Outcome.RETRY, 0, f"{type(exc).__name__}: {exc}".strip())
-        first = text.strip().splitlines()[0] if text.strip() else ""
-        return PushResult(classify(status), status, first, retry_after)
+        return answer(status, text, retry_after)
 
     async def close(self) -> None:
         if self._session is not None:
