@@ -179,8 +179,6 @@ def test_elastics_option_set_is_accepted_and_unknown_options_fail(legacy_plugin,
         assert r.rc != 0 and word in r.stderr.decode(errors="replace"), r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="the elastic branch refuses hosts beside cloud_id, which every user of "
-                   "Elastic's plugin has (hosts is required there); remove this mark when it accepts them")
 def test_elastic_cloud_options_as_elastics_users_have_them(legacy_plugin, docker_run):
     """Elastic's plugin requires hosts even with cloud_id (config.go: "A hosts flag is required"); cloud_id then
     overrides hosts, and cloud_auth the user (libbeat/cloudid OverwriteSettings). Nothing here is reachable:

@@ -57,6 +57,9 @@ def test_api_key_cloud_id_and_cloud_auth():
     s = settings_from(parse_options({"cloud_id": CLOUD_ID, "cloud_auth": "elastic:pw"}))
     assert s.hosts == ("https://abc123.eu-west-1.aws.found.io:443",)
     assert s.authorization == "Basic " + base64.b64encode(b"elastic:pw").decode()
+    # Elastic's plugin requires hosts even with cloud_id, which then wins (Beats' cloudid): accepted the same way.
+    both = settings_from(parse_options({"hosts": "http://localhost:9200", "cloud_id": CLOUD_ID}))
+    assert both.hosts == ("https://abc123.eu-west-1.aws.found.io:443",)
     ported = "x:" + base64.b64encode(b"example.com:9243$es1$kb").decode()
     assert cloud_host(ported) == "https://es1.example.com:9243"
 
@@ -79,7 +82,6 @@ def test_credentials_in_a_host_url_become_basic_auth_and_leave_the_url():
     ({"hosts": "es", "user": "u"}, "log-opts user and password go together"),
     ({"hosts": "es", "user": "u", "password": "p", "api_key": "k"}, "user and api_key exclude each other"),
     ({"hosts": "https://u:p@es", "api_key": "k"}, "user:password in a URL and another way"),
-    ({"hosts": "es", "cloud_id": CLOUD_ID}, "hosts and cloud_id exclude each other"),
     ({"cloud_id": "nonsense"}, "invalid log-opt cloud_id (value not shown"),
     ({"cloud_id": CLOUD_ID, "cloud_auth": "nocolon"}, "invalid log-opt cloud_auth (value not shown"),
     ({"hosts": "es", "backoff_init": "2m", "backoff_max": "1m"}, "backoff_init is longer than backoff_max"),

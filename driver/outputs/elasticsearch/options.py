@@ -179,8 +179,8 @@ def _authorization(opts: Mapping) -> str | None:
 def _hosts_of(opts: Mapping) -> tuple[tuple[str, ...], str | None]:
     """The hosts without their user:password (kept out of logs), and the basic auth those make."""
     if opts.get(CLOUD_ID):
-        if opts.get(HOSTS):
-            raise OptionError("logbridge: log-opts hosts and cloud_id exclude each other")
+        # cloud_id wins over hosts, as in Beats (libbeat/cloudid): Elastic's plugin requires hosts even with
+        # cloud_id, so its users have both, and switching must not make them drop one.
         try:
             return (cloud_host(opts[CLOUD_ID]),), None
         except ValueError:
