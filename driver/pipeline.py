@@ -31,7 +31,8 @@ RETRY_AFTER = 1.0  # seconds before a consumer stopped by a full disk tries agai
 
 class Pipeline:
     def __init__(self, info: LogInfo, opts: Options, settings: Settings, executor: Executor,
-                 loop: asyncio.AbstractEventLoop, on_finished, shared: outputs.Shared | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop, on_finished, shared: outputs.Shared | None = None,
+                 after_restart: bool = False) -> None:
         self.info = info
         self.opts = opts
         self.container_id = info.container_id
@@ -50,7 +51,8 @@ class Pipeline:
         container = outputs.Container(info, opts, self.journal, store, log_path(settings.log_root, info.container_id))
         self.outputs: list[Consumer] = outputs.build(container, shared or outputs.Shared())
         self.consumers: list[Consumer] = [self.jsonlog, *self.outputs]
-        self.journal.cut_zero_tail()  # a power cut's zero-filled pages: before any new frame lands behind them
+        if after_restart:  # a power cut's zero-filled pages: cut before any new frame lands behind them
+            self.journal.cut_zero_tail()
         # Counts restored from the cursors are the container's lifetime counts; the part of them already folded
         # into the plugin's totals (when it last finished or the plugin stopped) is kept beside them.
         self.baseline = ContainerStats(info.container_id)

@@ -44,6 +44,7 @@ class Registry:
         self.finished_totals = ContainerStats("finished")  # counts of containers whose pipeline closed
         self.finished_outputs: defaultdict[str, Counter] = defaultdict(Counter)  # their outputs' counts, by output
         self.shared = outputs.Shared()  # the outputs' resources shared by containers
+        self._restoring = False
         self._totals_path = os.path.join(settings.state_dir, "totals.json")
         self.state_files = StateFiles(loop)  # a full state dir: warned once, counted, retried
         self._load_totals()
@@ -95,7 +96,8 @@ class Registry:
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
     def _new_pipeline(self, info: LogInfo, opts) -> Pipeline:
-        pipeline = Pipeline(info, opts, self.settings, self._executor, self._loop, self._finished, self.shared)
+        pipeline = Pipeline(info, opts, self.settings, self._executor, self._loop, self._finished, self.shared,
+                            after_restart=self._restoring)
         self.pipelines[info.container_id] = pipeline
         return pipeline
 
@@ -129,6 +131,13 @@ class Registry:
 
     async def restore(self) -> None:
         """Re-open the FIFOs of the previous run and finish journals left behind by stopped containers."""
+        self._restoring = True  # the pipelines made now may find what a crash or a power cut left
+        try:
+            await self._restore()
+        finally:
+            self._restoring = False
+
+    async def _restore(self) -> None:
         for fifo, cid in self._load_table().items():
             if not os.path.exists(fifo):
                 continue  # dockerd unlinks a FIFO when its logger closes
