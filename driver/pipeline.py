@@ -33,7 +33,8 @@ SAVE_WHEN_IDLE = 1.0
 
 class Pipeline:
     def __init__(self, info: LogInfo, opts: Options, settings: Settings, executor: Executor,
-                 loop: asyncio.AbstractEventLoop, on_finished, shared: outputs.Shared | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop, on_finished, shared: outputs.Shared | None = None,
+                 after_restart: bool = False) -> None:
         self.info = info
         self.opts = opts
         self.container_id = info.container_id
@@ -54,7 +55,8 @@ class Pipeline:
         for output in self.outputs:
             output.finished_max_age = opts["finished-max-age"]  # one bound for every output (driver.outputs.acked)
         self.consumers: list[Consumer] = [self.jsonlog, *self.outputs]
-        self.journal.cut_zero_tail()  # a power cut's zero-filled pages: before any new frame lands behind them
+        if after_restart:  # a power cut's zero-filled pages: cut before any new frame lands behind them
+            self.journal.cut_zero_tail()
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}
         self._idle = {c.name: asyncio.Event() for c in self.consumers}

@@ -48,6 +48,7 @@ class Registry:
         self.finished_outputs: defaultdict[str, Counter] = defaultdict(Counter)  # their outputs' counts, by output
         self.folded: dict[str, tuple[ContainerStats, dict[str, Counter]]] = {}
         self.shared = outputs.Shared()  # the outputs' resources shared by containers
+        self._restoring = False
         self._totals_path = os.path.join(settings.state_dir, "totals.json")
         self.state_files = StateFiles(loop)  # a full state dir: warned once, counted, retried
         self._load_totals()
@@ -107,7 +108,8 @@ class Registry:
     def _new_pipeline(self, info: LogInfo, opts) -> Pipeline:
         if not os.path.isdir(os.path.join(container_dir(self.settings.state_dir, info.container_id), "cursors")):
             self.folded.pop(info.container_id, None)  # its old state is gone: its counts start again from 0
-        pipeline = Pipeline(info, opts, self.settings, self._executor, self._loop, self._finished, self.shared)
+        pipeline = Pipeline(info, opts, self.settings, self._executor, self._loop, self._finished, self.shared,
+                            after_restart=self._restoring)
         self.pipelines[info.container_id] = pipeline
         return pipeline
 
@@ -163,6 +165,13 @@ class Registry:
 
     async def restore(self) -> None:
         """Re-open the FIFOs of the previous run and finish journals left behind by stopped containers."""
+        self._restoring = True  # the pipelines made now may find what a crash or a power cut left
+        try:
+            await self._restore()
+        finally:
+            self._restoring = False
+
+    async def _restore(self) -> None:
         for fifo, cid in self._load_table().items():
             if not os.path.exists(fifo):
                 continue  # dockerd unlinks a FIFO when its logger closes

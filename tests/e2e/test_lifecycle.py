@@ -166,6 +166,7 @@ def fifos_of(state_dir: Path, cid: str) -> set[str]:
         table = json.loads((state_dir / "fifos.json").read_text())
     except (FileNotFoundError, ValueError):
         return set()
+    table = table.get("fifos", {}) if "format" in table else table  # format 0 (a managed plugin's older rootfs)
     return {fifo for fifo, owner in table.items() if owner == cid}
 
 
