@@ -5,7 +5,7 @@ EsSinks drain them through one shared Batcher and EsClient to the count-only rec
 started as a child process so its CPU is not counted. Reported: this process's CPU-s per million lines
 (`time.process_time()`, loop and worker threads together) and µs per line; --profile prints cProfile's top.
 
-  python -m bench.es_pipeline [--lines 1000000] [--containers 1] [--profile]
+  python -m bench.es_pipeline [--lines 1000000] [--containers 1] [--batch-bytes 262144] [--profile]
 """
 
 from __future__ import annotations
@@ -88,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.es_pipeline", description=__doc__.split("\n")[0])
     p.add_argument("--lines", type=int, default=1_000_000)
     p.add_argument("--containers", type=int, default=1)
+    p.add_argument("--batch-bytes", type=int, default=EsSink.BATCH_BYTES,
+                   help="journal bytes per sink batch (a live container's batches are what arrived meanwhile)")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args(argv)
+    EsSink.BATCH_BYTES = args.batch_bytes
     rx, port = start_receiver()
     root = Path(tempfile.mkdtemp(prefix="es-pipeline-"))
     profile = cProfile.Profile() if args.profile else None
