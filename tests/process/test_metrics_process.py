@@ -94,10 +94,10 @@ def test_forward_outage_then_recovery_balances(metrics_plugin, tmp_path):
                                  "--output", str(out)], cwd=ROOT)
     try:
         logger.stop()
-        assert wait_for(lambda: total(scrape(p.addr), "logbridge_sink_lines_acked_total") >= 2000, timeout=30)
-        m = scrape(p.addr)
-        assert total(m, "logbridge_sink_lines_acked_total") + total(m, "logbridge_sink_lines_dropped_total") == \
-            total(m, "logbridge_lines_received_total") == 2000
+        m = wait_for(lambda: (lambda m: m if total(m, "logbridge_sink_lines_acked_total") + total(
+            m, "logbridge_sink_lines_dropped_total") == total(m, "logbridge_lines_received_total") == 2000 else None)(
+            scrape(p.addr)), timeout=30)
+        assert m, scrape(p.addr)
         assert total(m, "logbridge_sink_failures_total") > 0
         assert len(out.read_text().splitlines()) >= 2000
     finally:

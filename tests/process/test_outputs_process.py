@@ -41,8 +41,10 @@ def test_test_output_runs_beside_a_dead_forward_then_forward_catches_up(plugin, 
     assert wait_for(lambda: len(file_output.read_lines(delivered)) >= N, timeout=30)
     assert file_output.read_lines(delivered) == [str(i) for i in range(1, N + 1)]
 
-    m = scrape(plugin.addr)
-    assert total(m, "logbridge_sink_lines_acked_total", sink="testfile") == N
+    # Counters show saved counts, a save behind what was delivered: poll.
+    m = wait_for(lambda: (lambda m: m if total(m, "logbridge_sink_lines_acked_total", sink="testfile") == N else None)(
+        scrape(plugin.addr)), timeout=30)
+    assert m, scrape(plugin.addr)
     assert total(m, "logbridge_sink_lines_acked_total", sink="forward") == 0
     assert total(m, "logbridge_sink_up", sink="testfile") == 1
     assert total(m, "logbridge_sink_up", sink="forward") == 0
