@@ -382,7 +382,7 @@ def saved_counts_on_disk(cdir: str) -> tuple[ContainerStats, dict[str, dict[str,
     stats = ContainerStats(os.path.basename(cdir))
     stats.restore(read_cursor(cdir, JSONLOG).extra.get("stats", {}))
     known = {o.name: o for o in outputs.available()}
-    return stats, {name: (known[name].saved_counts if name in known else outputs._acked_saved_counts)(
+    return stats, {name: (known[name].saved_counts if name in known else outputs.default_saved_counts)(
         read_cursor(cdir, name)) for name in cursor_names(cdir) if name != JSONLOG}
 
 

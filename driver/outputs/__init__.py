@@ -57,7 +57,7 @@ def _no_check(opts: Options) -> None:
     return None
 
 
-def _acked_saved_counts(cursor: Cursor) -> dict[str, int]:
+def default_saved_counts(cursor: Cursor) -> dict[str, int]:
     # Imported here, not at the top: driver.speedups imports the outputs' C modules, so this package must not
     # import driver.frames (through acked) while driver.frames is still importing driver.speedups.
     from driver.outputs.acked import saved_counts
@@ -73,7 +73,7 @@ class Output:
     check: Callable[[Options], None] = _no_check  # combinations of its options; raises OptionError at docker run
     make_shared: Callable[[], Any] | None = None  # one per plugin process, handed to every build; aclose() at exit
     # its consumer's ``saved`` counts read from its cursor, for a container without a pipeline now
-    saved_counts: Callable[[Cursor], dict[str, int]] = _acked_saved_counts
+    saved_counts: Callable[[Cursor], dict[str, int]] = default_saved_counts
 
 
 _outputs: dict[str, Output] = {}
