@@ -6,6 +6,8 @@ API
                            require_ack=True, connect_timeout=5.0, write_timeout=10.0, ack_timeout=30.0,
                            retry_wait=1.0, max_retry_wait=60.0, hostname=None)
     await client.send(frame, chunk_id)          # returns once written, and acked if require_ack and chunk_id
+    unacked = await client.submit(frame, chunk_id)  # returns once written: frames go in the order submitted
+    await client.acked(unacked)                 # its ack (acks of several frames may come in any order)
     await client.close()
     client.connected                            # a live connection is open now
     client.consecutive_failures                 # failed attempts since the last successful send
@@ -14,9 +16,14 @@ API
 it fails; the connection is then closed, so the caller resends the same frame on the next call (at-least-once:
 the receiver may have kept a frame whose ack was lost). Connecting happens inside `send`, lazily; after a
 failure the next attempt waits a capped exponential backoff with jitter (0, then retry_wait, doubling up to
-max_retry_wait), so a caller that retries in a loop does not hammer a dead aggregator. One frame is in flight
-at a time; concurrent `send` calls are serialised. A server whose HELO says keepalive=false gets a new
-connection per frame.
+max_retry_wait), so a caller that retries in a loop does not hammer a dead aggregator.
+
+`send` is `submit` then `acked`: several frames may be submitted before their acks come (a window, as Fluentd's
+out_forward keeps one). Writes are serialised in submit order; acks are matched to frames by chunk id, in
+whatever order the receiver sends them (Fluentd acks a chunk when its buffer took it). Each frame has its own
+ack_timeout from its write. Any failure of the connection (a write, the receiver closing, a wrong or late ack)
+fails every frame still unacked on it, counted as one failed attempt. A server whose HELO says keepalive=false
+gets a new connection per frame, so one frame at a time.
 
 Addresses follow Docker's fluentd driver (v23+): tcp://host:port, tls://host:port, unix:///path, a bare
 host:port; host defaults to 127.0.0.1 and port to 24224; 20.10's tcp+tls:// is accepted as tls://. TLS
@@ -175,10 +182,33 @@ class _Connection:
     protocol: codec.ClientProtocol
     replies: collections.deque[codec.Helo | codec.Pong | codec.Ack] = field(default_factory=collections.deque)
     keepalive: bool = True  # False when the server's HELO says it closes after each response
+    # The frames written and not yet acknowledged, by chunk id, with their ack_timeout timers.
+    unacked: dict[bytes, tuple[asyncio.Future[None], asyncio.TimerHandle]] = field(default_factory=dict)
+    reading: asyncio.Task[None] | None = None  # reads the acks, from the first frame that wants one
+    closed: bool = False  # failed or dropped: its unacked frames were failed
 
     @property
     def alive(self) -> bool:
         return not self.writer.is_closing() and not self.reader.at_eof()
+
+
+@dataclass(eq=False)
+class Unacked:
+    """A frame written (ForwardClient.submit) whose ack may not have come yet: await it with ForwardClient.acked."""
+
+    future: asyncio.Future[None]
+    conn: _Connection | None  # None: no ack was asked for
+
+    @property
+    def ok(self) -> bool:
+        """The ack came (the caller may count the frame as delivered even if it goes again)."""
+        return self.future.done() and not self.future.cancelled() and self.future.exception() is None
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    # A frame failed with its connection need not be awaited (a window given back): no "never retrieved" log.
+    if not future.cancelled():
+        future.exception()
 
 
 class ForwardClient:
@@ -231,31 +261,57 @@ class ForwardClient:
 
     async def send(self, frame: bytes, chunk_id: str | None) -> None:
         """Write one frame and, if require_ack and chunk_id, wait for its ack. Raises ForwardError."""
+        await self.acked(await self.submit(frame, chunk_id))
+
+    async def submit(self, frame: bytes, chunk_id: str | None) -> Unacked:
+        """Write one frame (after the ones submitted before it); its ack is awaited with ``acked``. Raises
+        ForwardError when the write fails."""
         async with self._lock:
             if self._closed.is_set():
                 raise ForwardError("the forward client is closed")
+            conn = None
             try:
                 conn = await self._connection()
-                await self._write(conn, frame)
-                if self.require_ack and chunk_id is not None:
-                    await self._await_ack(conn, chunk_id)
-                if not conn.keepalive:  # the server hangs up after its response; don't write into that
-                    self._drop()
+                unacked = self._expect(conn, chunk_id) if self.require_ack and chunk_id is not None else None
+                await self._write(conn, frame)  # registered first: the ack may come before the drain ends
             except BaseException as exc:
                 # Whatever happened (cancellation included), the stream's state is unknown: start afresh.
+                counted = conn is not None and conn.closed  # the ack reader failed it first, and counted that
                 self._drop()
                 if isinstance(exc, (ForwardError, OSError, ssl.SSLError, codec.ProtocolError, TimeoutError)):
-                    self._failed()
+                    if not counted:
+                        self._failed()
                     if not isinstance(exc, ForwardError):
                         raise DeliveryError(f"{self.address}: {_describe(exc)}") from exc
                 raise
+            if not conn.keepalive:  # the server hangs up after its response: no second frame on it
+                try:
+                    if unacked is not None:
+                        await self.acked(unacked)  # a failure was counted where it was noticed
+                finally:
+                    self._drop(conn)
+        if unacked is None:
             self._failures = 0
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return Unacked(done, None)
+        return unacked
+
+    async def acked(self, unacked: Unacked) -> None:
+        """Wait for a submitted frame's ack. Raises ForwardError when it failed (with every frame then unacked on
+        its connection); cancelled, the connection is dropped (its state is unknown)."""
+        try:
+            await unacked.future
+        except asyncio.CancelledError:
+            if unacked.conn is not None:
+                self._drop(unacked.conn)
+            raise
 
     async def close(self) -> None:
         self._closed.set()
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.writer.close()
+            self._fail(conn, ForwardError("the forward client is closed"))
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await conn.writer.wait_closed()
@@ -344,23 +400,71 @@ class ForwardClient:
                 f"{self.address}: write did not finish within {self.write_timeout}s"
             ) from None
 
-    async def _await_ack(self, conn: _Connection, chunk_id: str) -> None:
-        try:
-            async with asyncio.timeout(self.ack_timeout):
-                reply = await self._reply(conn, "the ack")
-        except TimeoutError:
-            raise DeliveryError(f"{self.address}: no ack within {self.ack_timeout}s") from None
-        if isinstance(reply, codec.Helo):
-            raise HandshakeFailed(
-                f"{self.address}: the receiver wants a shared_key handshake; set shared_key"
-            )
-        if not isinstance(reply, codec.Ack) or reply.chunk != chunk_id.encode("ascii"):
-            raise DeliveryError(f"{self.address}: expected the ack for {chunk_id!r}, got {reply!r:.200}")
+    # -------------------------------------------------------------------------------------------------- acks
 
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+    def _expect(self, conn: _Connection, chunk_id: str) -> Unacked:
+        """Register a frame about to be written as awaiting its ack, timed from now."""
+        loop = asyncio.get_running_loop()
+        chunk = chunk_id.encode("ascii")
+        future = loop.create_future()
+        future.add_done_callback(_retrieved)
+        timer = loop.call_later(self.ack_timeout, self._overdue, conn)
+        conn.unacked[chunk] = (future, timer)
+        if conn.reading is None:
+            conn.reading = loop.create_task(self._read_acks(conn))
+        return Unacked(future, conn)
+
+    def _overdue(self, conn: _Connection) -> None:
+        if self._fail(conn, DeliveryError(f"{self.address}: no ack within {self.ack_timeout}s")):
+            self._failed()
+
+    async def _read_acks(self, conn: _Connection) -> None:
+        """Settle the connection's unacked frames as their acks come, in any order, until it ends."""
+        try:
+            while True:
+                reply = await self._reply(conn, "the ack")
+                if isinstance(reply, codec.Helo):
+                    raise HandshakeFailed(
+                        f"{self.address}: the receiver wants a shared_key handshake; set shared_key"
+                    )
+                settled = conn.unacked.pop(reply.chunk, None) if isinstance(reply, codec.Ack) else None
+                if settled is None:
+                    expected = list(conn.unacked)[:3]
+                    raise DeliveryError(f"{self.address}: expected an ack for one of {expected!r}, got {reply!r:.200}")
+                future, timer = settled
+                timer.cancel()
+                if not future.done():
+                    future.set_result(None)
+                self._failures = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the frames unacked on it go again
+            if not isinstance(exc, ForwardError):
+                exc = DeliveryError(f"{self.address}: {_describe(exc)}")
+            if self._fail(conn, exc):
+                self._failed()
+            # else: an idle connection the receiver closed (or spoke on): the next frame opens another
+
+    def _fail(self, conn: _Connection, exc: ForwardError) -> bool:
+        """Close ``conn`` and fail its unacked frames with ``exc``; whether there were any."""
+        if self._conn is conn:
+            self._conn = None
+        conn.closed = True
+        conn.writer.close()
+        if conn.reading is not None and conn.reading is not asyncio.current_task():
+            conn.reading.cancel()
+        unacked, conn.unacked = conn.unacked, {}
+        for future, timer in unacked.values():
+            timer.cancel()
+            if not future.done():
+                future.set_exception(exc)
+        return bool(unacked)
+
+    def _drop(self, conn: _Connection | None = None) -> None:
+        """Close the connection (the current one by default) without counting a failure."""
+        conn = conn if conn is not None else self._conn
         if conn is not None:
-            conn.writer.close()
+            self._fail(conn, DeliveryError(f"{self.address}: connection dropped before the ack"))
 
     # ---------------------------------------------------------------------------------------------- backoff
 
