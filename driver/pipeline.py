@@ -59,6 +59,8 @@ class Pipeline:
             self.journal.cut_zero_tail()
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}
+        # Outputs with a window of batches in flight send new frames while they wait for an ack (acked.py).
+        self._grew = [o.journal_grew for o in self.outputs if hasattr(o, "journal_grew")]
         self._idle = {c.name: asyncio.Event() for c in self.consumers}
         self._behind_since: dict[str, float] = {}  # consumer → loop time it last fell behind
         self._capping = False
@@ -150,6 +152,8 @@ class Pipeline:
             self._idle[name].clear()
             self._behind_since.setdefault(name, now)
             event.set()
+        for grew in self._grew:
+            grew()
 
     async def _run(self, consumer: Consumer) -> None:
         wake, idle = self._wake[consumer.name], self._idle[consumer.name]

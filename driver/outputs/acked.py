@@ -1,18 +1,22 @@
 """The part every acknowledged output shares: a journal consumer whose cursor moves only when its destination
 took a batch (a forward ack, a Loki 2xx, an Elasticsearch bulk answer).
 
-The base owns the cursor and the counts: reading and taking a batch from the journal, preparing the next one in a
-worker thread while this one travels, moving and saving the cursor once a batch is acknowledged, giving batches
-back to the journal when a delivery fails (counted as the cap's drops if the cap took their bytes meanwhile), and
-the counts the metrics show. Each output owns its batching and its client: it turns entries into a batch
-(``_batch``) and delivers it (``_deliver``), and counts what its destination did with it in ``self.stats``.
+The base owns the cursor and the counts: reading and taking a batch from the journal, sending up to ``window``
+before the oldest is acknowledged, preparing the next one in a worker thread while the sent ones travel, moving
+and saving the cursor once a batch is acknowledged, giving batches back to the journal when a delivery fails
+(counted as the cap's drops if the cap took their bytes meanwhile), and the counts the metrics show. Each output
+owns its batching and its client: it turns entries into a batch (``_batch``) and delivers it (``_deliver``, or
+``_send`` when its destination takes more batches before answering), and counts what its destination did with it
+in ``self.stats``.
 
 A finished container's backlog has a bound: once its last FIFO ended (the pipeline sealed the consumer), the
 output delivers for ``finished_max_age`` seconds (the node-level ``finished-max-age``, counted from the end, across
 restarts), then drops what is left, counted as ``finished_max_age``: a destination that never answers must not
 keep a removed container's output, its warnings and its down series forever.
 
-A kill repeats at most the batches in flight: the saved cursor is the end of the last acknowledged one. The counts
+A kill repeats at most the batches in flight (``window`` of them; 1 unless the output pipelines, as forward): the
+saved cursor is the end of the last batch acknowledged with every batch before it, whatever order the
+acknowledgements came in. The counts
 are lifetime counts saved with the cursor, and ``saved`` holds them as last saved: a restart continues from exactly
 those, so metrics built on ``saved`` never go below a value they already showed (Prometheus would see a reset),
 and ``acked`` counts each line once however often a kill made it go again.
@@ -21,6 +25,7 @@ and ``acked`` counts each line once however often a kill made it go again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -71,6 +76,13 @@ class Batch:
     lines: int
 
 
+def _prepared(following) -> list[Batch]:
+    """The batch a finished ``_prepare`` in a worker thread took from the cursor, if it took one."""
+    if following is None or following.cancelled() or following.exception() is not None:
+        return []
+    return [following.result()] if following.result() is not None else []
+
+
 class AckedOutput:
     """Base of an output's journal consumer (driver.sinks.base.Consumer, driver.outputs.OutputConsumer)."""
 
@@ -80,6 +92,9 @@ class AckedOutput:
     # ahead: an outage then costs one small batch per container in memory instead of two full ones.
     PROBE_BYTES = 16 << 10
     wants_offsets = False  # whether _batch needs each entry's journal offset
+    # Batches sent before the oldest one's acknowledgement came. More than 1 needs an output whose _send returns
+    # before the destination answered (forward's acks are pipelined); others deliver one batch at a time.
+    WINDOW = 1
 
     def __init__(self, journal: Journal, store: CursorStore, *, container_id: str,
                  stats: OutputStats | None = None) -> None:
@@ -97,7 +112,12 @@ class AckedOutput:
         self.saved = saved_counts(self.cursor)  # the counts as last saved: what metrics show
         self._sealed = False
         self._saved_pos = self.cursor.pos
-        self._pending: Batch | None = None  # prepared, not yet acknowledged
+        self._pending: Batch | None = None  # prepared, not yet sent
+        # Sent, not yet acknowledged, oldest first, each with what settles it (``_send``'s awaitable; None while
+        # it is being sent): at most ``window`` of them, so a kill repeats at most ``window`` batches.
+        self._in_flight: collections.deque[list] = collections.deque()
+        self.window = self.WINDOW
+        self._grew: asyncio.Future | None = None  # set by journal_grew while a step waits with room in the window
         self._limit = self.BATCH_BYTES  # an output may lower it (a destination that found a batch too large)
         self.finished_max_age = 3600.0  # seconds; the pipeline sets the container's finished-max-age
         # When the container's last FIFO ended (wall clock: it counts across restarts), and the journal's end then:
@@ -160,62 +180,128 @@ class AckedOutput:
         return self._saved_pos  # acknowledged
 
     def caught_up(self) -> bool:
-        return self._pending is None and self.cursor.pos >= self.journal.end
+        return self._pending is None and not self._in_flight and self.cursor.pos >= self.journal.end
 
     async def step(self, loop: asyncio.AbstractEventLoop, executor) -> bool:
-        """Deliver one batch. False when there is nothing to send.
+        """Settle one batch: send batches until ``window`` of them are unacknowledged, then wait for the oldest.
+        False when there is nothing to send.
 
-        The next batch is read and encoded in a worker thread while this one travels, so the plugin and the
-        destination work at the same time; it is not sent before this one is acknowledged. When a delivery fails,
-        nothing is kept in memory: the cursor goes back to the last acknowledged batch and the journal is read
-        again on the next attempt, so an output whose destination is away costs disk, not memory."""
+        The next batch is read and encoded in a worker thread while the sent ones travel, so the plugin and the
+        destination work at the same time. The cursor is saved at the end of the oldest batch once it is
+        acknowledged, never past one that is not (a later one acknowledged first waits for it). When a delivery
+        fails, nothing is kept in memory: every batch taken since the saved cursor is given back and the journal
+        is read again on the next attempt, so an output whose destination is away costs disk, not memory. While
+        it is away (probing) one small batch goes at a time, none prepared ahead."""
         left = self._time_left()
         if left is not None and left <= 0 and not self.caught_up():
+            self._forget_in_flight(retried=False)
             await loop.run_in_executor(executor, self._give_up)
             return True
         probing = self._probing()
-        if self._pending is None:
-            limit = min(self._limit, self.PROBE_BYTES) if probing else self._limit
-            self._pending = await loop.run_in_executor(executor, self._prepare, limit)
-            if self._pending is None:
-                return False
-        batch = self._pending
+        window = 1 if probing else max(1, self.window)
         following = None
-        if not probing and self._prepare_after(batch):
-            following = loop.run_in_executor(executor, self._prepare, self._limit)
         try:
-            # A finished container's deliveries end at its deadline, though the destination hangs or its client
-            # retries inside itself; a delivery that began while the container ran gets it when it ends.
+            while len(self._in_flight) < window:
+                if self._pending is None:
+                    if self._in_flight and not self._prepare_after(self._in_flight[-1][0]):
+                        break
+                    limit = min(self._limit, self.PROBE_BYTES) if probing else self._limit
+                    self._pending = await loop.run_in_executor(executor, self._prepare, limit)
+                    if self._pending is None:
+                        break
+                sending = [self._pending, None]
+                self._in_flight.append(sending)  # taken from the cursor: given back with the others if need be
+                self._pending = None
+                sending[1] = await self._within_deadline(self._send(sending[0]))
+            if not self._in_flight:
+                return False
+            if not probing and self._prepare_after(self._in_flight[-1][0]):
+                following = loop.run_in_executor(executor, self._prepare, self._limit)
+            head = self._in_flight[0]
+            if len(self._in_flight) < window and not await self._ack_or_more(loop, head):
+                # New frames and room for them in the window: the next step sends them before this ack comes.
+                if following is not None:
+                    self._pending = await following
+                return True
+            acked = await self._within_deadline(head[1])
+        except TimeoutError:  # the finished container's deadline: given back; the next step gives up the backlog
+            taken = self._forget_in_flight(retried=False)
+        except BaseException:
+            self._give_back_later(self._forget_in_flight(retried=False), following)  # closing (or a bug)
+            raise
+        else:
+            if acked:
+                batch = self._in_flight.popleft()[0]
+                self._saved_pos = batch.end
+                # Saved before the next batch goes, so a kill repeats at most the window. Usually one pwrite into
+                # the page cache (as the journal's splices on this thread): a worker thread would cost more.
+                if not self._save(batch.end, in_place_only=True):
+                    await loop.run_in_executor(executor, self._save, batch.end)
+                if following is not None:
+                    self._pending = await following
+                return True
+            taken = self._forget_in_flight(retried=True)  # what was sent after the failed one goes again too
+        if following is not None:
+            await asyncio.wait([following])  # let it finish taking from the cursor before the rewind
+        self._give_back(taken + _prepared(following))
+        # Saved at once (the position is the same) so that failures and retries count across a kill too.
+        if not self._save(self._saved_pos, in_place_only=True):
+            await loop.run_in_executor(executor, self._save, self._saved_pos)
+        return True
+
+    async def _ack_or_more(self, loop: asyncio.AbstractEventLoop, head: list) -> bool:
+        """Wait until the oldest batch is settled (True) or the journal grew (False)."""
+        if not isinstance(head[1], asyncio.Future):
+            head[1] = asyncio.ensure_future(head[1])
+        self._grew = loop.create_future()
+        try:
+            await self._within_deadline(asyncio.wait([head[1], self._grew], return_when=asyncio.FIRST_COMPLETED))
+        finally:
+            self._grew = None
+        return head[1].done()
+
+    def journal_grew(self) -> None:
+        """The pipeline put new frames in the journal: a step waiting for an ack with room left in its window wakes
+        to send them (a window the journal ran dry in would stay short until the oldest ack otherwise)."""
+        if self._grew is not None and not self._grew.done():
+            self._grew.set_result(None)
+
+    async def _within_deadline(self, awaitable):
+        """Await a part of a delivery; a finished container's deadline ends it (TimeoutError) though the
+        destination hangs or its client retries inside itself. One that began while the container ran gets the
+        deadline when it ends."""
+        try:
             async with asyncio.timeout(None) as self._deadline:
                 self._set_deadline()
-                acked = await self._deliver(batch)
-        except TimeoutError:
-            acked = False  # given back; the next step gives up the backlog
-        except BaseException:
-            if following is not None:
-                following.add_done_callback(lambda f: f.exception())  # closing: the saved cursor re-reads it later
-            raise
+                return await awaitable
         finally:
             self._deadline = None
-        if not acked:
-            taken = [batch]
-            if following is not None:
-                await asyncio.wait([following])  # let it finish taking from the cursor before the rewind
-                if not following.exception() and following.result():
-                    taken.append(following.result())
-            self._give_back(taken)
-            # Saved at once (the position is the same) so that failures and retries count across a kill too.
-            if not self._save(self._saved_pos, in_place_only=True):
-                await loop.run_in_executor(executor, self._save, self._saved_pos)
-            return True
-        self._saved_pos = batch.end
-        self._pending = None
-        # Saved before the next batch goes, so a kill repeats at most one batch. Usually one pwrite into the page
-        # cache (as the journal's splices on this thread): a trip to a worker thread would cost more than it.
-        if not self._save(batch.end, in_place_only=True):
-            await loop.run_in_executor(executor, self._save, batch.end)
-        self._pending = await following if following is not None else None
-        return True
+
+    def _forget_in_flight(self, retried: bool) -> list[Batch]:
+        """Stop waiting for the batches in flight and return them, to be given back. ``retried``: the oldest one
+        failed and the later ones go again with it (the output counts them: ``_abandon``)."""
+        batches = []
+        for i, (batch, settles) in enumerate(self._in_flight):
+            if i and retried and settles is not None:
+                self._abandon(batch)
+            if asyncio.iscoroutine(settles):
+                settles.close()  # one never awaited: no "never awaited" warning (a no-op on one that finished)
+            elif isinstance(settles, asyncio.Future):
+                settles.cancel()  # the oldest, awaited beside the journal's growth (a no-op once it is done)
+            batches.append(batch)
+        self._in_flight.clear()
+        return batches
+
+    def _give_back_later(self, taken: list[Batch], following) -> None:
+        """Give back ``taken`` once the batch being prepared (if any) is taken from the cursor too."""
+        def give_back(prepared=None) -> None:
+            batches = taken + _prepared(prepared)
+            if batches:
+                self._give_back(batches)
+        if following is None:
+            give_back()
+        else:
+            following.add_done_callback(give_back)
 
     def _give_back(self, taken: list[Batch]) -> None:
         """Forget the batches taken since the last ack; the journal is read again from the saved cursor."""
@@ -316,8 +402,17 @@ class AckedOutput:
         moves past it), False to give it back to the journal and read it again later."""
         raise NotImplementedError
 
+    async def _send(self, batch: Batch):
+        """Send the batch; returns an awaitable of ``_deliver``'s answer (True: acknowledged). An output whose
+        destination takes more batches before answering (a WINDOW over 1) returns once it is written and counts
+        what happened in the awaitable. The default delivers the whole batch when awaited."""
+        return self._deliver(batch)
+
+    def _abandon(self, batch: Batch) -> None:
+        """A batch sent whose answer is no longer awaited: an earlier one failed, so it goes again with it."""
+
     def _probing(self) -> bool:
-        """Whether the destination is away (small batches, none prepared ahead)."""
+        """Whether the destination is away (small batches, one at a time, none prepared ahead)."""
         return not self.stats.up
 
     def _prepare_after(self, batch: Batch) -> bool:

@@ -9,7 +9,7 @@ import msgpack
 
 from driver.frames import encode_entry
 from driver.journal import CursorStore, Journal
-from driver.outputs.forward.client import DeliveryError
+from driver.outputs.forward.client import DeliveryError, Unacked
 from driver.outputs.forward.sink import BATCH_BYTES, PROBE_BYTES, ForwardSink
 
 CID = "c" * 64
@@ -25,17 +25,28 @@ class ScriptedClient:
         self.calls = 0
         self.sends: list[list[dict]] = []  # records of each frame that was taken, in order
 
-    async def send(self, frame: bytes, chunk_id: str | None) -> None:
+    async def submit(self, frame: bytes, chunk_id: str | None) -> Unacked:
         self.calls += 1
-        _tag, entries, _option = msgpack.unpackb(frame, raw=True)  # entries may be packed as str
-        unpacker = msgpack.Unpacker(raw=False)
-        unpacker.feed(entries)
-        self.sends.append([record for _time, record in unpacker])
+        self.sends.append(records_of(frame))
+        ack = asyncio.get_running_loop().create_future()
         if self.calls == self.fail_at:
-            raise DeliveryError("scripted: connection dropped before the ack")
+            ack.set_exception(DeliveryError("scripted: connection dropped before the ack"))
+        else:
+            ack.set_result(None)
+        return Unacked(ack, None)
+
+    async def acked(self, unacked: Unacked) -> None:
+        await unacked.future
 
     async def close(self) -> None:
         pass
+
+
+def records_of(frame: bytes) -> list[dict]:
+    _tag, entries, _option = msgpack.unpackb(frame, raw=True)  # entries may be packed as str
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(entries)
+    return [record for _time, record in unpacker]
 
 
 def make_sink(tmp_path, client, **kwargs) -> ForwardSink:
@@ -81,7 +92,7 @@ def test_record_ids_are_the_same_when_a_failed_batch_is_resent_in_other_batches(
 class HangingClient(ScriptedClient):
     """An aggregator that accepts the connection and never answers."""
 
-    async def send(self, frame: bytes, chunk_id: str | None) -> None:
+    async def submit(self, frame: bytes, chunk_id: str | None) -> Unacked:
         self.calls += 1
         await asyncio.Event().wait()
 

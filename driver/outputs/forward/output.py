@@ -39,7 +39,7 @@ def build_sink(container: Container, shared: None) -> ForwardSink:
                        event_time=opts["fluentd-sub-second-precision"], compress=opts["forward-compress"],
                        container_id=info.container_id,
                        merge_max=opts["forward-merge-max-size"] if opts["forward-merge-partials"] else None,
-                       record_ids=opts["forward-record-id"])
+                       record_ids=opts["forward-record-id"], window=opts["forward-window"])
 
 
 OUTPUT = Output(name=NAME, options=options.OPTIONS, turned_on=options.turned_on, build=build_sink,

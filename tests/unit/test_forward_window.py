@@ -1,0 +1,173 @@
+"""issue 13.1: forward's window of batches in flight. Acks that come out of order, and a connection lost with the
+whole window unacknowledged: the saved cursor never passes an unacknowledged batch, every line is acknowledged once,
+the counts are exact, and what goes again keeps its record ids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from driver.frames import encode_entry
+from driver.options import OptionError, parse_options
+from driver.outputs.forward import codec
+from driver.outputs.forward.client import ForwardClient, Unacked
+from tests.unit.test_forward_sink import CID, make_sink, records_of
+
+WINDOW = 4
+LINES = 20_000  # ~9 batches of 64 KiB of journal
+
+
+def write_lines(sink, n: int = LINES) -> list[bytes]:
+    frames = [encode_entry(("stdout", 10**18 + i, b"line %06d" % i, False, False, "", 0)) for i in range(n)]
+    sink.journal.write(b"".join(frames))
+    return frames
+
+
+def offset_of(record: dict) -> int:
+    """The journal offset in a record's record_id (forward-record-id)."""
+    return int(record["record_id"].rsplit("-", 1)[1], 16)
+
+
+def saved_pos(sink) -> int:
+    """The position a restart would continue from: the cursor file, as a kill leaves it."""
+    with open(f"{sink.store.dir}/{sink.name}.json", "rb") as f:
+        return json.loads(f.read())["pos"]
+
+
+async def drain(sink, deadline: float = 60) -> None:
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1) as executor:
+        async with asyncio.timeout(deadline):  # a bound on a failure, not a wait for success
+            while await sink.step(loop, executor):
+                pass
+
+
+class ReversingClient:
+    """Takes every frame and acknowledges nothing until ``hold`` frames wait; then acks them newest first, checking
+    each time that the saved cursor is at or before the first entry of every frame still unacked."""
+
+    address = "tcp://reversing:24224"
+
+    def __init__(self, hold: int) -> None:
+        self.hold = hold
+        self.waiting: list[tuple[int, asyncio.Future]] = []  # (journal offset of the frame's first entry, its ack)
+        self.sends: list[list[dict]] = []
+        self.most_waiting = 0
+        self.out_of_order = 0  # acks given while an older frame was unacknowledged
+        self.sink = None
+
+    async def submit(self, frame: bytes, chunk_id: str | None) -> Unacked:
+        records = records_of(frame)
+        self.sends.append(records)
+        ack = asyncio.get_running_loop().create_future()
+        self.waiting.append((offset_of(records[0]), ack))
+        self.most_waiting = max(self.most_waiting, len(self.waiting))
+        if len(self.waiting) >= self.hold:
+            self._ack_newest_first()
+        return Unacked(ack, None)
+
+    def _ack_newest_first(self) -> None:
+        while self.waiting:
+            _, ack = self.waiting.pop()
+            assert saved_pos(self.sink) <= min(at for at, _ in self.waiting + [(1 << 62, None)])
+            self.out_of_order += bool(self.waiting)
+            ack.set_result(None)
+
+    async def acked(self, unacked: Unacked) -> None:
+        if not unacked.future.done() and len(self.waiting) < self.hold:
+            self._ack_newest_first()  # the journal has no more for now: nothing else will come
+        await unacked.future
+
+    async def send(self, frame: bytes, chunk_id: str | None) -> None:  # the client API before the window
+        await self.acked(await self.submit(frame, chunk_id))
+
+    async def close(self) -> None:
+        pass
+
+
+def test_acks_newest_first_every_line_acked_once_cursor_never_past_an_unacked_batch(tmp_path):
+    client = ReversingClient(hold=WINDOW)
+    sink = make_sink(tmp_path, client, record_ids=True)
+    sink.window = WINDOW  # forward-window (an attribute, so the test runs the same against the code before it)
+    client.sink = sink
+    frames = write_lines(sink)
+    sink.sealed = True  # the container ended: its last batch need not wait for more
+    asyncio.run(drain(sink))
+    got = [r["log"] for records in client.sends for r in records]
+    assert got == [f"line {i:06d}" for i in range(LINES)]  # each once, in order
+    assert client.most_waiting == WINDOW and client.out_of_order >= WINDOW - 1
+    assert saved_pos(sink) == sink.journal.end == sum(len(f) for f in frames)
+    s = sink.saved
+    assert (s["acked"], s["forwarded"], s["retried"], s["failures"]) == (LINES, LINES, 0, 0)
+
+
+class Aggregator:
+    """A forward server on the loop. Its first connection takes ``hold`` requests, acks none and closes; later
+    connections ack every request."""
+
+    def __init__(self, hold: int) -> None:
+        self.hold = hold
+        self.connections: list[list[list[dict]]] = []  # per connection, the records of each request
+        self.acks_sent = 0
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"tcp://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests: list[list[dict]] = []
+        self.connections.append(requests)
+        first = len(self.connections) == 1
+        protocol = codec.ServerProtocol(strict=True)
+        while data := await reader.read(65536):
+            for event in protocol.receive_data(data):
+                requests.append([dict(r) for _, r in event.entries])
+                if first and len(requests) == self.hold:
+                    writer.close()  # the whole window unacknowledged: a receiver restart, a load balancer's reset
+                    return
+                if not first:
+                    writer.write(protocol.ack(event.chunk))
+                    self.acks_sent += 1
+        writer.close()
+
+
+def test_a_connection_lost_with_the_window_unacked_resends_all_of_it_with_the_same_record_ids(tmp_path):
+    async def scenario():
+        aggregator = Aggregator(hold=WINDOW)
+        address = await aggregator.start()
+        client = ForwardClient(address, retry_wait=0.01, ack_timeout=30)
+        sink = make_sink(tmp_path, client, record_ids=True)
+        sink.window = WINDOW
+        sink.stats.up = True  # as after an earlier ack: full batches, the window open
+        write_lines(sink)
+        sink.sealed = True
+        try:
+            await drain(sink)
+        finally:
+            await client.close()
+            aggregator.server.close()
+        return aggregator, sink
+
+    aggregator, sink = asyncio.run(scenario())
+    first, *later = aggregator.connections
+    assert len(first) == WINDOW  # sent before any ack came
+    unacked = {r["log"]: r["record_id"] for request in first for r in request}
+    resent = {r["log"]: r["record_id"] for conn in later for request in conn for r in request}
+    assert sorted(resent) == [f"line {i:06d}" for i in range(LINES)]  # none lost
+    assert set(unacked) < set(resent) and all(resent[log] == rid for log, rid in unacked.items())
+    s = sink.saved
+    assert (s["acked"], s["forwarded"], s["retried"], s["failures"]) == (LINES, LINES, len(unacked), 1)
+    assert saved_pos(sink) == sink.journal.end
+    assert CID[:12] in next(iter(unacked.values()))
+
+
+def test_forward_window_is_a_log_opt_from_1_to_64():
+    address = {"fluentd-address": "tcp://agg:24224"}
+    assert parse_options(address)["forward-window"] == 4
+    assert parse_options({**address, "forward-window": "1"})["forward-window"] == 1
+    for bad in ("0", "65", "-1", "four"):
+        with pytest.raises(OptionError, match="forward-window"):
+            parse_options({**address, "forward-window": bad})
