@@ -14,7 +14,7 @@ from driver.frames import encode_entry
 from driver.options import OptionError, parse_options
 from driver.outputs.forward import codec
 from driver.outputs.forward.client import ForwardClient, Unacked
-from tests.unit.test_forward_sink import CID, make_sink, records_of
+from tests.unit.test_forward_sink import CID, ScriptedClient, make_sink, records_of
 
 WINDOW = 4
 LINES = 20_000  # ~9 batches of 64 KiB of journal
@@ -171,3 +171,22 @@ def test_forward_window_is_a_log_opt_from_1_to_64():
     for bad in ("0", "65", "-1", "four"):
         with pytest.raises(OptionError, match="forward-window"):
             parse_options({**address, "forward-window": bad})
+
+
+def test_after_a_frame_in_flight_failed_nothing_newer_goes_before_its_resend(tmp_path):
+    """The connection under the window broke (the 2nd frame's ack will never come) while the window still had
+    room: the later batches must not go first on a new connection, out of order and then again."""
+    client = ScriptedClient(fail_at=2)
+    sink = make_sink(tmp_path, client, record_ids=True)
+    sink.window = WINDOW
+    sink.stats.up = True
+    write_lines(sink)
+    sink.sealed = True
+    asyncio.run(drain(sink))
+    starts = [offset_of(records[0]) for records in client.sends]
+    assert starts[2] == starts[1], starts[:4]  # the resend of the failed batch comes next
+    assert starts == sorted(starts)  # so the aggregator gets the lines in order, the failed batch twice
+    got = [r["log"] for records in client.sends for r in records]
+    assert sorted(set(got)) == [f"line {i:06d}" for i in range(LINES)]
+    s = sink.saved
+    assert (s["acked"], s["failures"], s["retried"]) == (LINES, 1, len(client.sends[1]))

@@ -65,6 +65,9 @@ class ForwardSink(AckedOutput):
     async def _send(self, batch: _Batch):
         """Write the batch's frames (after the earlier batches'); what it returns waits for their acks."""
         batch.sent = []
+        if self._window_broken():
+            # An earlier batch's connection failed: this one waits for their resend, in order, not on a new one.
+            return self._acks(batch, ForwardError("not sent: a batch before it failed"))
         try:
             for frame in batch.frames:
                 batch.sent.append(await self.client.submit(frame.data, frame.chunk_id))
@@ -93,11 +96,16 @@ class ForwardSink(AckedOutput):
         self.stats.acked += batch.lines
         return True
 
+    def _window_broken(self) -> bool:
+        """Whether a frame in flight failed (its connection did): the oldest batch fails with it."""
+        return any(u.future.done() and not u.ok for batch, _ in self._in_flight for u in batch.sent)
+
     def _abandon(self, batch: _Batch) -> None:
         """Sent after a batch that failed: it goes again with it (its frames acked already count as forwarded)."""
         acked = zip(batch.frames, batch.sent, strict=False)  # a frame whose write failed has none
         self.stats.forwarded += sum(frame.count for frame, unacked in acked if unacked.ok)
-        self.stats.retried += batch.lines
+        if batch.sent:  # written, so sent again (one the broken window kept back goes for the first time)
+            self.stats.retried += batch.lines
 
     def _failed(self, batch: _Batch, exc: ForwardError) -> None:
         self.stats.failures += 1
