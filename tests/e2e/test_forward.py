@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from driver.frames import encode_entry
-from driver.outputs.forward.sink import BATCH_BYTES
+from driver.outputs.forward.sink import BATCH_BYTES, WINDOW
 from tests.support import read_entries, wait_for, wait_for_entries
 from tests.support.receiver import ReceiverProcess, free_port, numbers, wait_quiet
 
@@ -73,10 +73,11 @@ def report(what: str, sent: int, receiver: ReceiverProcess, plugin, cid: str) ->
 
 
 def duplicate_bound(line: bytes) -> int:
-    """Records in one sink batch (BATCH_BYTES of journal) of the shortest frames a run of `seq 1 <line>` writes:
-    the documented bound (a kill early in the run repeats a batch of short lines, more of them than of `line`)."""
+    """Records in the sink's window (WINDOW batches of BATCH_BYTES of journal) of the shortest frames a run of
+    `seq 1 <line>` writes: the documented bound (a kill early in the run repeats batches of short lines, more of
+    them than of `line`)."""
     frame = encode_entry(("stdout", time.time_ns(), b"1", False, False, "", 0))
-    return BATCH_BYTES // len(frame) + 1
+    return WINDOW * (BATCH_BYTES // len(frame) + 1)
 
 
 # ---------------------------------------------------------------------------------------- layout and options

@@ -1,6 +1,6 @@
 """The forward sink in a real logbridge process fed like dockerd feeds it (tests/plugin_harness.py), with
 `python -m driver.receiver` (or a raw capturing server) as the aggregator: the FIFO's queued bytes while the
-aggregator is hung, resends after a receiver or plugin kill (bounded by one batch), SIGTERM while the aggregator
+aggregator is hung, resends after a receiver or plugin kill (bounded by the window), SIGTERM while the aggregator
 is down, gzip on the wire. Fast: no dockerd."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from driver.frames import encode_entry
 from driver.outputs.forward import codec
-from driver.outputs.forward.sink import BATCH_BYTES, PROBE_BYTES
+from driver.outputs.forward.sink import BATCH_BYTES, PROBE_BYTES, WINDOW
 from tests.plugin_harness import FakeLogger, wait_for
 from tests.support.receiver import ReceiverProcess, free_port, numbers
 
@@ -59,10 +59,10 @@ def write_numbers(logger: FakeLogger, first: int, last: int, chunk: int = 500, p
 
 
 def bound(n: int) -> int:
-    """Records in one batch (BATCH_BYTES of journal) of the shortest frames a run of lines 1..n writes: the sink's
-    duplicate bound. A kill early in the run repeats a batch of short lines (line 1000 takes a byte less than line
-    10000, so a batch holds more of them)."""
-    return BATCH_BYTES // len(encode_entry(("stdout", time.time_ns(), b"1", False, False, "", 0))) + 1
+    """Records in the window (WINDOW batches of BATCH_BYTES of journal) of the shortest frames a run of lines 1..n
+    writes: the sink's duplicate bound. A kill early in the run repeats batches of short lines (line 1000 takes a
+    byte less than line 10000, so a batch holds more of them)."""
+    return WINDOW * (BATCH_BYTES // len(encode_entry(("stdout", time.time_ns(), b"1", False, False, "", 0))) + 1)
 
 
 def counts(rcv: ReceiverProcess, n: int) -> dict:
@@ -110,7 +110,7 @@ def test_hung_receiver_the_fifo_never_fills(plugin, receivers):
     assert c["unique"] == n and c["duplicated"] <= bound(n)
 
 
-def test_receiver_killed_mid_batch_resends_at_most_one_batch(plugin, receivers):
+def test_receiver_killed_mid_batch_resends_at_most_the_window(plugin, receivers):
     rcv = receivers("--ack-delay", "0.3")
     logger = FakeLogger(plugin, config={"fluentd-address": rcv.address, **FAST})
     logger.start()
@@ -129,7 +129,7 @@ def test_receiver_killed_mid_batch_resends_at_most_one_batch(plugin, receivers):
     assert c["unique"] == n and c["duplicated"] <= bound(n)
 
 
-def test_plugin_killed_while_forwarding_resends_at_most_one_batch(plugin, receivers):
+def test_plugin_killed_while_forwarding_resends_at_most_the_window(plugin, receivers):
     rcv = receivers("--ack-delay", "0.2")
     logger = FakeLogger(plugin, config={"fluentd-address": rcv.address, **FAST})
     logger.start()
