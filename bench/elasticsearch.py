@@ -25,8 +25,6 @@ import sys
 import time
 import zlib
 
-from aiohttp import web
-
 PATH = "logbridge+es"
 ACTION = b'{"create":'
 ITEM = b'{"create":{"status":201}}'
@@ -56,13 +54,15 @@ def targets(med, outage: dict, outage_label: str) -> list[dict]:
     return rows
 
 
-def count_documents(body: bytes) -> int:
-    """Documents in a bulk body of create + source pairs; ValueError if it is not one."""
-    lines = body.count(b"\n")
-    if not body.endswith(b"\n") or lines % 2:
+def count_documents(body, length: int | None = None) -> int:
+    """Documents in a bulk body of create + source pairs (``body[:length]``: a buffer kept per connection);
+    ValueError if it is not one."""
+    end = len(body) if length is None else length
+    lines = body.count(b"\n", 0, end)
+    if not body.endswith(b"\n", 0, end) or lines % 2:
         raise ValueError("not whole action + source pairs")
     docs = lines // 2
-    if docs and (not body.startswith(ACTION) or body.count(b"\n" + ACTION) + 1 != docs):
+    if docs and (not body.startswith(ACTION, 0, end) or body.count(b"\n" + ACTION, 0, end) + 1 != docs):
         raise ValueError("an action line is not a create")
     return docs
 
@@ -73,40 +73,135 @@ def answer(docs: int) -> bytes:
     return b'{"errors":false,"items":[' + items + b"]}"
 
 
+MAX_HEAD = 64 << 10  # request line and headers
+MAX_BODY = 256 << 20
+
+
 class Counter:
     def __init__(self) -> None:
         self.stats = {"records": 0, "requests": 0, "protocol_errors": 0, "bytes": 0}
 
-    async def bulk(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+    def bulk(self, body, length: int, gzipped: bool) -> tuple[int, bytes]:
+        """(status, JSON answer) for a bulk body held in ``body[:length]``."""
         self.stats["requests"] += 1
-        self.stats["bytes"] += len(raw)
+        self.stats["bytes"] += length
         try:
-            if request.headers.get("Content-Encoding", "").lower() == "gzip":
-                raw = zlib.decompress(raw, wbits=31)
-            docs = count_documents(raw)
+            if gzipped:
+                body = zlib.decompress(memoryview(body)[:length], wbits=31)
+                length = len(body)
+            docs = count_documents(body, length)
         except (ValueError, zlib.error) as exc:
             self.stats["protocol_errors"] += 1
-            return web.json_response({"error": {"type": "illegal_argument_exception", "reason": str(exc)},
-                                      "status": 400}, status=400)
+            return 400, json.dumps({"error": {"type": "illegal_argument_exception", "reason": str(exc)},
+                                    "status": 400}).encode()
         self.stats["records"] += docs
-        return web.Response(body=answer(docs), content_type="application/json",
-                            headers={"X-Elastic-Product": "Elasticsearch"})
+        return 200, answer(docs)
+
+
+class BulkProtocol(asyncio.BufferedProtocol):
+    """One keep-alive HTTP/1.1 connection: ``POST /_bulk`` (or ``/<index>/_bulk``) with a Content-Length body.
+
+    The body is received straight into one buffer kept for the connection (no chunk list, no copy), so the
+    receiver's CPU per document is the kernel's copy and two ``bytes.count``: aiohttp's server cost about as much
+    CPU per document as the plugin's whole output, and on a 2-core machine that is part of the time measured."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.transport: asyncio.Transport | None = None
+        self.head = bytearray(MAX_HEAD)
+        self.have = 0  # bytes of head in self.head
+        self.body = bytearray()
+        self.length = -1  # the body's Content-Length; -1: reading the head
+        self.got = 0
+        self.gzipped = False
+        self.close_after = False
+        self.found = True  # the request's path is a bulk endpoint
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int):
+        if self.length >= 0:
+            return memoryview(self.body)[self.got:self.length]
+        return memoryview(self.head)[self.have:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.length >= 0:
+            self.got += nbytes
+            if self.got == self.length:
+                self._answer()
+            return
+        self.have += nbytes
+        self._parse_heads()
+
+    def _parse_heads(self) -> None:
+        """Requests whose head is in self.head (a body that followed it is moved to the body buffer)."""
+        while self.length < 0:
+            end = self.head.find(b"\r\n\r\n", 0, self.have)
+            if end < 0:
+                if self.have == len(self.head):
+                    self._fail(431, "request head too large")
+                return
+            lines = bytes(self.head[:end]).decode("latin-1").split("\r\n")
+            rest = self.head[end + 4:self.have]
+            method, _, target = lines[0].partition(" ")
+            path = target.partition(" ")[0].partition("?")[0]
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if "transfer-encoding" in headers:
+                return self._fail(411, "a Content-Length body is required")
+            try:
+                length = int(headers.get("content-length", "0"))
+            except ValueError:
+                return self._fail(400, "bad Content-Length")
+            if not 0 <= length <= MAX_BODY:
+                return self._fail(413, "body too large")
+            self.found = method == "POST" and (path == "/_bulk" or (path.endswith("/_bulk") and path.count("/") == 2))
+            self.gzipped = headers.get("content-encoding", "").lower() == "gzip"
+            self.close_after = headers.get("connection", "").lower() == "close"
+            if len(self.body) < length:
+                self.body = bytearray(length)
+            taken = min(len(rest), length)
+            self.body[:taken] = rest[:taken]
+            left = rest[taken:]
+            self.head[:len(left)] = left
+            self.have = len(left)
+            self.length, self.got = length, taken
+            if self.got == self.length:
+                self._answer()
+
+    def _answer(self) -> None:
+        if self.found:
+            status, payload = self.counter.bulk(self.body, self.length, self.gzipped)
+        else:
+            status, payload = 404, b'{"error":"no handler","status":404}'
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}[status]
+        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nX-Elastic-Product: "
+                             b"Elasticsearch\r\nContent-Length: %d\r\n\r\n" % (status, reason.encode(), len(payload))
+                             + payload)
+        self.length = -1
+        if self.close_after:
+            self.transport.close()
+        elif self.have:
+            self._parse_heads()  # a pipelined request's head came with this body
+
+    def _fail(self, status: int, why: str) -> None:
+        self.counter.stats["protocol_errors"] += 1
+        payload = json.dumps({"error": why, "status": status}).encode()
+        self.transport.write(b"HTTP/1.1 %d Error\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                             % (status, len(payload)) + payload)
+        self.transport.close()
+        self.length = 0  # read nothing more
 
 
 async def serve(port: int, interval: float) -> None:
     counter = Counter()
-    app = web.Application(client_max_size=256 << 20)
-    app.router.add_post("/_bulk", counter.bulk)
-    app.router.add_post("/{index}/_bulk", counter.bulk)
-    # the body is inflated in bulk() (one zlib call), not by aiohttp's streaming decoder
-    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    print(json.dumps({"listening": site._server.sockets[0].getsockname()[1], "counts_in_c": True}), flush=True)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: BulkProtocol(counter), "127.0.0.1", port)
+    print(json.dumps({"listening": server.sockets[0].getsockname()[1], "counts_in_c": True}), flush=True)
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     last = None
@@ -118,7 +213,8 @@ async def serve(port: int, interval: float) -> None:
             await asyncio.wait_for(stop.wait(), interval)
         except TimeoutError:
             pass
-    await runner.cleanup()
+    server.close()
+    await server.wait_closed()
 
 
 def main(argv: list[str] | None = None) -> int:

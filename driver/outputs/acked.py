@@ -205,6 +205,8 @@ class AckedOutput:
                 if self._pending is None:
                     if self._in_flight and not self._prepare_after(self._in_flight[-1][0]):
                         break
+                    if not probing:
+                        await self._gather()
                     limit = min(self._limit, self.PROBE_BYTES) if probing else self._limit
                     self._pending = await loop.run_in_executor(executor, self._prepare, limit)
                     if self._pending is None:
@@ -414,6 +416,9 @@ class AckedOutput:
     def _probing(self) -> bool:
         """Whether the destination is away (small batches, one at a time, none prepared ahead)."""
         return not self.stats.up
+
+    async def _gather(self) -> None:
+        """Before a batch is taken (the destination is up): an output may wait here for more lines to arrive."""
 
     def _prepare_after(self, batch: Batch) -> bool:
         """Whether to prepare the next batch while this one travels."""

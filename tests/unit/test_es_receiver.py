@@ -368,3 +368,40 @@ def test_the_benchs_count_only_receiver_counts_what_the_cluster_would_index():
     for bad in (body[:-1], body + b"{}\n", ndjson(("index", {"_index": "x"}, {"v": 1}))):
         with pytest.raises(ValueError):
             count_documents(bad)
+
+
+def test_the_benchs_receiver_speaks_keep_alive_http_with_bodies_split_anywhere():
+    """bench.elasticsearch's own HTTP/1.1 server: bodies by Content-Length arriving in any pieces, requests one
+    after another on one connection (a pipelined head right behind a body too), gzip, 400 for a body that is not
+    create pairs, 404 elsewhere; what it counts is what was sent."""
+    from bench.elasticsearch import BulkProtocol, Counter
+
+    body = ndjson(*(create(str(i), doc(f"line {i}")) for i in range(500)))
+    zipped = gzip.compress(body)
+
+    def request(data: bytes, path: str = "/_bulk?filter_path=errors", extra: bytes = b"") -> bytes:
+        return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n" % (path.encode(), len(data), extra)
+                + data)
+
+    async def main():
+        counter = Counter()
+        server = await asyncio.get_running_loop().create_server(lambda: BulkProtocol(counter), "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        wire = (request(body) + request(zipped, extra=b"Content-Encoding: gzip\r\n")
+                + request(body[:-1]) + request(b"", "/_cat/indices") + request(body, "/logs-x/_bulk"))
+        answers = []
+        for at in range(0, len(wire), 7001):  # pieces cutting heads and bodies anywhere
+            writer.write(wire[at:at + 7001])
+            await writer.drain()
+        while len(answers) < 5:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            answers.append((int(head.split(b" ")[1]), json.loads(await reader.readexactly(length))))
+        writer.close()
+        server.close()
+        return counter.stats, answers
+
+    stats, answers = asyncio.run(asyncio.wait_for(main(), 30))
+    assert [status for status, _ in answers] == [200, 200, 400, 404, 200]
+    assert all(len(a["items"]) == 500 and not a["errors"] for s, a in answers if s == 200)
+    assert stats["records"] == 1500 and stats["requests"] == 4 and stats["protocol_errors"] == 1

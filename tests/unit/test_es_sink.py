@@ -336,3 +336,69 @@ def test_counts_are_lifetime_counts_saved_with_the_cursor(tmp_path):
     extra = c.saved()["extra"]
     assert (extra["acked"], extra["dropped"]) == (3, {"mapper_parsing_exception": 1})
     assert (extra["more"]["indexed"], extra["more"]["duplicates"]) == (3, 0)
+
+
+def test_a_live_containers_lines_gather_into_one_bulk_instead_of_one_per_arrival(tmp_path):
+    """A busy container's lines arrive a few at a time: the sink lets them gather (es-batch-wait bounds the wait)
+    before it takes a batch, so they go as one bulk with one cursor save instead of a bulk per arrival. Arrivals
+    come in the sink's own wait here (its sleep is the test's), so the figures do not depend on timing."""
+
+    async def main():
+        async with bulk_receiver() as rx:
+            b = batcher_for(rx.url, batch_wait=1.0)
+            c = Container(tmp_path, "app", b)
+            waits = []
+
+            async def arriving(seconds: float) -> None:  # dockerd writes 4 times 5 lines while the sink waits
+                waits.append(seconds)
+                for n in range(1, 5):
+                    c.write([b"line %d" % (n * 10 + k) for k in range(5)], start=NOW + n * 10)
+                    await asyncio.sleep(0)
+
+            c.sink = EsSink(c.journal, c.store, b, c.template, container_id=c.id, sleep=arriving)
+            loop, executor = asyncio.get_running_loop(), ThreadPoolExecutor(2)
+            c.write([b"probe"])
+            assert await c.sink.step(loop, executor)  # the first batch probes the cluster: no wait
+            assert waits == [] and rx.requests == 1
+            c.write([b"line 0"])
+            assert await c.sink.step(loop, executor)
+            first = (rx.requests - 1, c.sink.stats.indexed - 1, c.saved()["pos"] == c.journal.end)
+            c.sink.sealed = True  # stopped: the rest goes without waiting
+            while await c.sink.step(loop, executor):
+                pass
+            await b.close()
+            return first, waits, rx, c
+
+    (requests, indexed, saved_to_end), waits, rx, c = run(main())
+    assert (requests, indexed, saved_to_end) == (1, 21, True)  # the first line and the 4 arrivals' 20 in one bulk
+    assert waits == [0.05]  # one wait of the live sink; none once its container stopped
+    assert len(messages(rx)) == 22 and rx.requests == 2
+
+
+def test_a_backlog_or_a_stopped_container_does_not_wait_to_gather(tmp_path):
+    """With a full batch waiting (a backlog), or the container stopped, or es-batch-wait=0, batches go at once,
+    the next one read ahead while a backlog's travels."""
+
+    async def main(batch_wait: float, sealed: bool, lines: int):
+        async with bulk_receiver() as rx:
+            b = batcher_for(rx.url, batch_wait=batch_wait)
+            c = Container(tmp_path / f"{batch_wait}-{sealed}-{lines}", "app", b)
+            waits = []
+
+            async def no_wait(seconds: float) -> None:
+                waits.append(seconds)
+
+            c.sink = EsSink(c.journal, c.store, b, c.template, container_id=c.id, sleep=no_wait)
+            c.write([b"up"])
+            await c.sink.step(asyncio.get_running_loop(), ThreadPoolExecutor(1))  # the probe: the cluster is up
+            c.write([b"x" * 100] * lines)
+            c.sink.sealed = sealed
+            loop, executor = asyncio.get_running_loop(), ThreadPoolExecutor(2)
+            while not c.sink.caught_up():
+                await c.sink.step(loop, executor)
+            await b.close()
+            return waits, c.sink.stats.indexed - 1, rx.requests - 1
+
+    assert run(main(1.0, False, 6000)) == ([0.05], 6000, 3)  # 2 full batches, then the last one waited
+    assert run(main(1.0, True, 10)) == ([], 10, 1)
+    assert run(main(0.0, False, 10)) == ([], 10, 1)
