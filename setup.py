@@ -13,6 +13,7 @@ setup(
         Extension(
             "driver._speedups",
             ["driver/_speedups.c"],
+            depends=["driver/_logentry.h"],
             py_limited_api=True,
             optional=True,
             extra_compile_args=["-O2"],
@@ -27,6 +28,7 @@ setup(
         Extension(
             "driver.outputs.loki._encode",
             ["driver/outputs/loki/_encode.c"],
+            depends=["driver/_logentry.h"],
             py_limited_api=True,
             optional=True,
             extra_compile_args=["-O2"],

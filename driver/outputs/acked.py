@@ -336,6 +336,11 @@ class AckedOutput:
         """Take the next batch of at most ``limit`` journal bytes from the cursor and make it (worker thread)."""
         while True:
             start = self.cursor.pos
+            direct = self._direct_batch(start, limit)
+            if direct is not None:
+                if self.journal.take(self.cursor, start, direct.end - start):
+                    return direct
+                continue  # the cap moved the cursor meanwhile: read from where it is now
             offsets: list[int] | None = [] if self.wants_offsets else None
             got = read_frames(self.journal, self.decoder, start, limit, self.sealed, offsets)
             if got is None:
@@ -398,6 +403,11 @@ class AckedOutput:
     def _batch(self, start: int, end: int, entries: list[tuple], offsets: list[int] | None) -> Batch:
         """The batch of journal bytes [start, end) holding ``entries`` (worker thread)."""
         raise NotImplementedError
+
+    def _direct_batch(self, start: int, limit: int) -> Batch | None:
+        """The batch of at most ``limit`` journal bytes from ``start`` made straight from the frames, for an output
+        that can skip decoding them into entries (worker thread); None: the usual way, read_frames then _batch."""
+        return None
 
     async def _deliver(self, batch: Batch) -> bool:
         """Send the batch and count what the destination did with it: True when it is done with (the cursor

@@ -582,3 +582,72 @@ def test_counts_are_saved_while_the_batcher_retries_a_push(tmp_path, monkeypatch
     assert saved["pos"] == 0 and saved["extra"]["failures"] == 1 and saved["extra"]["forwarded"] == 2
     assert (restarted["failures"], restarted["forwarded"], restarted["acked"]) == (1, 2, 0)
     assert c.sink.saved["acked"] == 2 and c.sink.saved["failures"] == 1
+
+
+# ---- the direct way: ordinary frames encoded in C without decoding them into entries ------------------------
+def test_ordinary_frames_go_without_decoding_them_into_entries(tmp_path, monkeypatch):
+    async def main():
+        async with loki_receiver() as rx:
+            b = batcher_for(rx.url)
+            c = Container(tmp_path, "app", b, structured_metadata=True)
+            decoded = []
+            monkeypatch.setattr(c.sink.decoder, "decode", lambda *a, **kw: decoded.append(1) or ([], 0))
+            c.write([b"out %d" % i for i in range(3000)])  # a probe's batch, then a full one
+            c.write([b"err %d" % i for i in range(10)], source="stderr", start=NOW + 3000)
+            c.sink.sealed = True
+            await drain(c)
+            await b.close()
+            return rx, c, decoded
+
+    rx, c, decoded = run(main())
+    assert decoded == []  # each line cost no Python tuple (~0.5 us per short line)
+    streams = {dict(k)["source"]: s.entries for k, s in rx.streams().items()}
+    assert [line for _, line, _ in streams["stdout"]] == [b"out %d" % i for i in range(3000)]
+    assert [line for _, line, _ in streams["stderr"]] == [b"err %d" % i for i in range(10)]
+    assert {md for _, _, md in streams["stdout"]} == {(("container_id", "c" * 64),)}
+    assert c.sink.stats.acked == 3010 and c.saved()["pos"] == c.journal.end
+    assert len(rx.statuses) >= 2  # more than one batch went the direct way
+
+
+def _content(kind: str) -> bytes:
+    """Journal bytes for the comparison below."""
+    lines = [("stderr" if i % 5 == 0 else "stdout", NOW + i, b"line %d" % i, False, False, "", 0) for i in range(3000)]
+    refused = [("stdout", NOW - 8 * 24 * 3600 * NS, b"old", False, False, "", 0),
+               ("stderr", NOW + 3600 * NS, b"future", False, False, "", 0),
+               ("stdout", NOW + 5000, b"x" * 300_000, False, False, "", 0)]
+    if kind == "ordinary":
+        return b"".join(map(encode_entry, lines))
+    if kind == "refused":  # entries Loki would refuse, between ordinary ones
+        return b"".join(map(encode_entry, lines[:100] + refused + lines[100:]))
+    if kind == "out of order":
+        return b"".join(map(encode_entry, lines[:10] + [("stdout", NOW - 1, b"late", False, False, "", 0)]))
+    if kind == "chunks":
+        chunks = [("stdout", NOW + 9000, b"c" * 16384, True, i == 1, "p", i + 1) for i in range(2)]
+        return b"".join(map(encode_entry, lines[:10] + chunks + lines[10:20]))
+    if kind == "garbage":
+        return b"".join(map(encode_entry, lines[:10])) + b"\x00\x00\x00\x05junk!" + encode_entry(lines[10])
+    assert kind == "torn tail"
+    return b"".join(map(encode_entry, lines[:10])) + encode_entry(lines[10])[:-3]
+
+
+@pytest.mark.parametrize("structured_metadata", [False, True])
+@pytest.mark.parametrize("kind, direct", [("ordinary", True), ("refused", True), ("out of order", False),
+                                          ("chunks", False), ("garbage", False), ("torn tail", False)])
+def test_the_direct_way_makes_the_batch_the_decoded_way_makes(tmp_path, monkeypatch, kind, direct,
+                                                               structured_metadata):
+    b = batcher_for("http://127.0.0.1:9/loki/api/v1/push")
+    made = {}
+    for way in ("direct", "decoded"):
+        c = Container(tmp_path, way, b, labels=LABELS, structured_metadata=structured_metadata, now_ns=lambda: NOW)
+        c.journal.write(_content(kind))
+        c.sink.sealed = True
+        if way == "direct":
+            assert (c.sink._direct_batch(0, BATCH_BYTES) is not None) == direct
+        else:
+            monkeypatch.setattr(codec, "_c_encode_frames", None)
+        batch = c.sink._prepare(BATCH_BYTES)
+        part = batch.part
+        made[way] = (batch.start, batch.end, batch.lines, batch.dropped,
+                     part and ([(labels, bytes(e)) for labels, e in part.streams], part.entries, part.size,
+                               part.urgent))
+    assert made["direct"] == made["decoded"]

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 
 import cramjam
 
+from driver.speedups import encode_loki_frames as _c_encode_frames
 from driver.speedups import encode_loki_stream as _c_encode_stream
 
 CONTENT_TYPE = "application/x-protobuf"
@@ -155,6 +156,17 @@ def encode_stream(entries: list[tuple], source: str, metadata: bytes = b"", olde
         if got is not None:
             return got
     return encode_stream_reference(entries, source, metadata, oldest, newest, longest)
+
+
+def encode_frames(frames: bytes, metadata: bytes = b"", oldest: int = -1, newest: int = INT64_MAX,
+                  longest: int = INT64_MAX) -> tuple | None:
+    """Journal frames straight to each source's stream entries, in C: ``(used, count, declined, streams)``, the
+    streams as ``(source, *encode_stream's result)`` in sorted source order, for the ordinary frames at the start
+    of ``frames`` (see _encode.c). None without the C module: the caller decodes the frames and calls
+    encode_stream, which is the reference this is tested against."""
+    if _c_encode_frames is None:
+        return None
+    return _c_encode_frames(frames, metadata, oldest, newest, longest)
 
 
 def stream_bytes(labels: str, entries: bytes | bytearray) -> bytes:
