@@ -24,7 +24,7 @@ def test_a_nan_retry_after_is_no_retry_after():
 def test_a_2xx_answer_nested_deeper_than_the_stack_is_retried_and_the_batcher_carries_on():
     # fuzz target es_response: json.loads raised RecursionError (not a ValueError) on a 200 body of thousands of
     # "[" (a broken proxy, a hostile endpoint), out of EsClient.bulk and the batcher's request loop: the loop's task
-    # died and the part it held was never settled, so that container's Elasticsearch output stopped for good.
+    # died and the part it held was never settled, so that container's Elasticsearch output waited for ever.
     import asyncio
 
     from aiohttp import web
