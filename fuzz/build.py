@@ -22,6 +22,7 @@ EXTENSIONS = {
     "driver._speedups": "driver/_speedups.c",
     "driver.outputs.forward._entries": "driver/outputs/forward/_entries.c",
     "driver.outputs.loki._encode": "driver/outputs/loki/_encode.c",
+    "driver.outputs.elasticsearch._encode": "driver/outputs/elasticsearch/_encode.c",
 }
 SANITIZE = ["-fsanitize=address,undefined,fuzzer-no-link", "-fno-sanitize-recover=undefined",
             "-fno-omit-frame-pointer"]

@@ -34,7 +34,8 @@ def load_sanitized() -> None:
         sys.modules[module] = mod
     from driver import speedups
 
-    for name in ("decode_frames", "encode_lines", "encode_records", "count_entries", "encode_loki_stream"):
+    for name in ("decode_frames", "encode_lines", "encode_records", "count_entries", "encode_loki_stream",
+                 "encode_es_documents"):
         func = getattr(speedups, name)
         if func is None:
             raise HarnessError(f"driver.speedups.{name} is None (LOGBRIDGE_PURE set?): the C code would not run")

@@ -23,11 +23,12 @@ def time_nano(fdp, odd: bool) -> int:
     return fdp.ConsumeIntInRange(INT64_MIN, INT64_MAX)
 
 
-def entry(fdp, odd: bool = True, max_line: int = 300) -> tuple:
-    """One decoded entry; with ``odd``, sometimes a source, type or shape the decoder never produces."""
+def entry(fdp, odd: bool = True, max_line: int = 300, time_of=None, line_of=None) -> tuple:
+    """One decoded entry; with ``odd``, sometimes a source, type or shape the decoder never produces. ``time_of``
+    and ``line_of`` (``f(fdp, odd)``, ``f(fdp, max_line)``) carve those two fields another way than the default."""
     source = fdp.PickValueInList(SOURCES) if odd else fdp.PickValueInList(SOURCES[:2])
-    t = time_nano(fdp, odd)
-    line = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, max_line))
+    t = time_of(fdp, odd) if time_of else time_nano(fdp, odd)
+    line = line_of(fdp, max_line) if line_of else fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, max_line))
     partial = fdp.ConsumeBool()
     if partial:
         e = (source, t, line, True, fdp.ConsumeBool(), fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 12)),
@@ -55,5 +56,5 @@ def _odd(fdp, e: tuple) -> object:
     return (None, *e[1:])
 
 
-def entries(fdp, odd: bool = True, max_entries: int = 24, max_line: int = 300) -> list:
-    return [entry(fdp, odd, max_line) for _ in range(fdp.ConsumeIntInRange(0, max_entries))]
+def entries(fdp, odd: bool = True, max_entries: int = 24, max_line: int = 300, time_of=None, line_of=None) -> list:
+    return [entry(fdp, odd, max_line, time_of, line_of) for _ in range(fdp.ConsumeIntInRange(0, max_entries))]

@@ -2,8 +2,7 @@
 ``MAX_LEN`` (the longest input worth trying) and ``seeds()`` (the inputs fuzz/corpus/<target>/ is made from,
 ``python -m fuzz.seeds``).
 
-``TARGETS`` is the order ``make fuzz`` runs them in. The Elasticsearch output is being written on another branch:
-its targets go in ``elasticsearch.py`` (see there) and into this list once its codec and response parser exist.
+``TARGETS`` is the order ``make fuzz`` runs them in.
 """
 
 TARGETS = [
@@ -14,6 +13,8 @@ TARGETS = [
     "forward_replies",  # the forward client's reply parser (acks, HELO, PONG) and handshake
     "loki_encode",  # Loki: _encode.c encode_stream vs encode_stream_reference, decoded with protobuf; snappy
     "loki_response",  # Loki: what an HTTP answer (status, body, Retry-After) means to the batcher
+    "es_encode",  # Elasticsearch: _encode.c encode_documents vs documents_pure, byte-exact; each line json.loads
+    "es_response",  # Elasticsearch: bulk answers (status, body, Retry-After) through EsClient.bulk to the batcher
 ]
 
 # The Python modules whose branches guide each target besides its own (atheris instruments them). The C
@@ -27,4 +28,7 @@ PYTHON_COVERAGE: dict[str, list[str]] = {
     "forward_replies": ["driver.outputs.forward.codec"],
     "loki_encode": [],
     "loki_response": ["driver.outputs.loki.client"],
+    "es_encode": [],
+    "es_response": ["driver.outputs.elasticsearch.codec", "driver.outputs.elasticsearch.client",
+                    "driver.outputs.elasticsearch.batcher"],
 }

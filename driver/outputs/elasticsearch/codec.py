@@ -225,7 +225,7 @@ def parse_bulk_response(body: bytes, items: int) -> list[ItemResult] | None:
         return None
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested past the stack (make fuzz)
         raise BadResponse(f"not JSON: {body[:80]!r}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("errors"), bool):
         raise BadResponse(f"no errors flag: {body[:80]!r}")
