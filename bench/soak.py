@@ -310,7 +310,7 @@ class Soak:
             return self.json_tally.distinct >= want and self.recv_tally.distinct >= want
 
         try:
-            wait_for("json.log and the aggregator to hold every line written", caught_up, timeout, interval=2)
+            wait_for("json.log and the aggregator to hold every line written", caught_up, timeout, interval=0.5)
         except SupportError as e:
             log(str(e))
         self.sample()
@@ -346,6 +346,11 @@ class Soak:
                     k = max(self.json_tally.seen_prefix(name, n), self.recv_tally.seen_prefix(name, n))
                     total, by_prefix, prefix_lines = total + k, by_prefix + 1, prefix_lines + k
         return total, by_prefix, prefix_lines
+
+
+def frame_estimate() -> int:
+    """Bytes of one soak line's FIFO frame (what the journal stores per line)."""
+    return len(encode_entry(("stdout", time.time_ns(), b"soak-00 9 123456\n", False, False, "", 0)))
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -526,7 +531,11 @@ def markdown(meta: dict, cfg: Config, v: dict, faults: list[Fault], samples: lis
         f"| journal MB on disk | {first.journal_mb} | {last.journal_mb} |", "",
         f"PSS slope (least squares, one intercept per plugin process, each process's first {cfg.warmup_s:g} s "
         f"left out): {v['pss_slope_mb_per_10min']} MB / 10 min. fds (median of a minute, aggregator up): "
-        f"{v['fds_ref']} at minute {cfg.minutes / 3:.3g}, {v['fds_end']} at the end.", "",
+        f"{v['fds_ref']} at minute {cfg.minutes / 3:.3g}, {v['fds_end']} at the end. Journal bytes only fall "
+        "when a container's segment (8 MiB with the default cap) is full, or the container stops, and every "
+        "consumer has passed it; at "
+        f"{cfg.rate} lines/s a segment fills in about {8 * 2**20 / (cfg.rate * frame_estimate()) / 3600:.1f} h, so "
+        "over a soak they grow by the frames written, bounded by the journal cap.", "",
         "## Faults", "", "| fault | count | took (s, median) |", "|---|---|---|",
         *[f"| {k} | {len(fs)} | {statistics.median(f.seconds for f in fs):.1f} |" for k, fs in kinds.items()], "",
         "Written: each container incarnation's writer traps TERM (docker stop and docker restart send it), finishes "
@@ -538,7 +547,25 @@ def markdown(meta: dict, cfg: Config, v: dict, faults: list[Fault], samples: lis
 
 
 # ------------------------------------------------------------------------------------------------- main
+def render(out: Path) -> int:
+    """Write the plot and the summary again from a run's .csv and .json (after a change to the reporting)."""
+    meta = json.loads(out.with_suffix(".json").read_text())
+    cfg = Config(**{**meta["config"], "faults": tuple(meta["config"]["faults"])})
+    with open(out.with_suffix(".csv"), newline="") as f:
+        types = {k: type(v) for k, v in asdict(Sample(0, "", *[0] * 13)).items()}
+        samples = [Sample(**{k: types[k](float(v)) if types[k] is int else types[k](v) for k, v in row.items()})
+                   for row in csv.DictReader(f)]
+    faults = [Fault(**f) for f in meta["faults"]]
+    note = write_plot(out.with_suffix(".png"), samples, faults, meta["verdict"])
+    md = markdown(meta, cfg, meta["verdict"], faults, samples) + (f"\n{note}\n" if note else "")
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":
+        return render(Path(sys.argv[2]))
     if os.geteuid() != 0:
         print("make soak needs root (it runs a private dockerd)", file=sys.stderr)
         return 1
