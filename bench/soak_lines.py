@@ -7,9 +7,10 @@ seq) was seen, so distinct lines, duplicates and gaps come out exact without kee
 
 `JsonLogFiles` reads one container's json.log and its rotated files (`.1`, `.2.gz`, ...) as they rotate, are
 compressed, deleted (max-file) and, after a plugin SIGKILL, truncated back and rewritten by the crash recovery.
-A file is named by its first line (unique: it carries a timestamp and a seq), so a file keeps its name through
-renames and compression; the bytes read from it are kept (bounded by max-size × max-file), and each pass tallies
-what was appended and un-tallies what a truncation took back.
+A plain file is known by its inode (which a rename keeps, and a crash recovery that cuts it back to nothing
+too), a compressed one by its first line (unique: it carries a timestamp and a seq), which is the first line of the
+plain file it was made from; the bytes read from each file are kept (bounded by max-size × max-file), and each pass
+tallies what was appended and un-tallies what a truncation took back.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import zlib
 from dataclasses import dataclass, field
 
 _ROTATED = re.compile(r"\.(\d+)(\.gz)?")
+FORGET_AFTER = 3  # complete passes in a row without a file before its bytes are dropped
 
 
 def parse_line(text: str) -> tuple[str, int, int] | None:
@@ -89,6 +91,12 @@ def json_log_text(line: bytes) -> str | None:
 @dataclass
 class _Seen:
     data: bytes  # the file's complete lines read so far
+    inode: int | None  # while its plain file exists (a crash recovery may cut it back to nothing)
+    absent: int = 0  # complete passes in a row whose listing did not show it
+
+    @property
+    def first(self) -> bytes:
+        return self.data[: self.data.find(b"\n") + 1]
 
 
 class JsonLogFiles:
@@ -97,8 +105,8 @@ class JsonLogFiles:
     def __init__(self, path: str, tally: SeqTally) -> None:
         self.path = path
         self.tally = tally
-        self._files: dict[bytes, _Seen] = {}  # first line → what was read of that file
-        self._gz_first: dict[tuple[str, int, int], bytes] = {}  # (name, inode, size) of a .gz read → first line
+        self._files: list[_Seen] = []  # each file read so far, plain or compressed (max-file of them)
+        self._gz_seen: dict[tuple[str, int, int], _Seen] = {}  # (name, inode, size) of a .gz read whole
         self.truncations = 0  # times a file was found shorter than already read (crash recovery)
         self.rewrites = 0  # times a file's bytes differed from what was read before
 
@@ -112,19 +120,20 @@ class JsonLogFiles:
         return [os.path.join(folder, n) for n in out]
 
     @staticmethod
-    def _read(path: str) -> bytes | None:
+    def _read(path: str) -> tuple[bytes, int] | None:
+        """(complete lines, inode), or None for a file gone or being replaced."""
         try:
             if path.endswith(".gz"):
                 with gzip.open(path, "rb") as f:
-                    data = f.read()
+                    data, ino = f.read(), os.fstat(f.fileno()).st_ino
             else:
                 with open(path, "rb") as f:
-                    data = f.read()
+                    data, ino = f.read(), os.fstat(f.fileno()).st_ino
         except FileNotFoundError:
             return None
         except (OSError, EOFError, zlib.error):
             return None  # a .gz being replaced: read it next pass
-        return data[: data.rfind(b"\n") + 1]
+        return data[: data.rfind(b"\n") + 1], ino
 
     def _apply(self, data: bytes, delta: int) -> None:
         for line in data.splitlines():
@@ -134,57 +143,84 @@ class JsonLogFiles:
             else:
                 self.tally.add_text(text, delta)
 
+    def _match(self, data: bytes, inode: int | None) -> _Seen | None:
+        """The file read before that this is: the same plain file (inode) unless it now starts with another line,
+        or the file whose first line it starts with (renamed, or compressed into a .gz)."""
+        first = data[: data.find(b"\n") + 1]
+        for seen in self._files:
+            if inode is not None and seen.inode == inode and (not first or not seen.data or seen.first == first):
+                return seen
+        for seen in self._files:
+            if first and seen.first == first:
+                return seen
+        return None
+
+    def _update(self, seen: _Seen, data: bytes) -> None:
+        old = seen.data
+        if data.startswith(old):
+            self._apply(data[len(old):], +1)
+        else:
+            # Shorter (cut back by crash recovery) or other bytes: un-tally from the last common line on.
+            common = 0
+            for a, b in zip(old, data, strict=False):
+                if a != b:
+                    break
+                common += 1
+            cut = old.rfind(b"\n", 0, common) + 1 if common < len(old) else len(old)
+            if old.startswith(data):
+                self.truncations += 1
+            else:
+                self.rewrites += 1
+            self._apply(old[cut:], -1)
+            self._apply(data[cut:], +1)
+        seen.data = data
+
     def scan(self) -> None:
-        present: set[bytes] = set()
+        matched: set[int] = set()  # id() of the entries a listed file matched
+        plain_inodes: set[int] = set()
         gz_listed: set[tuple[str, int, int]] = set()
         complete = True
         for path in self._names():
-            gz_key = None
-            if path.endswith(".gz"):
+            gz = path.endswith(".gz")
+            if gz:
                 try:
                     st = os.stat(path)
                 except FileNotFoundError:
                     complete = False
                     continue
-                gz_key = (os.path.basename(path), st.st_ino, st.st_size)
-                gz_listed.add(gz_key)
-                if gz_key in self._gz_first:  # compressed files do not change: read once
-                    present.add(self._gz_first[gz_key])
+                key = (os.path.basename(path), st.st_ino, st.st_size)
+                gz_listed.add(key)
+                if key in self._gz_seen:  # compressed files do not change: read once
+                    matched.add(id(self._gz_seen[key]))
                     continue
-            data = self._read(path)
-            if data is None:
+            got = self._read(path)
+            if got is None:
                 complete = False
                 continue
-            if not data:
-                continue  # a new current file with no whole line yet
-            first = data[: data.index(b"\n") + 1]
-            present.add(first)
-            seen = self._files.get(first)
-            old = seen.data if seen else b""
-            if data.startswith(old):
-                self._apply(data[len(old):], +1)
-            else:
-                # Shorter (truncated back) or different bytes: un-tally from the last common line on.
-                common = 0
-                for a, b in zip(old, data, strict=False):
-                    if a != b:
-                        break
-                    common += 1
-                cut = old.rfind(b"\n", 0, common) + 1 if common < len(old) else len(old)
-                if len(data) < len(old) and old.startswith(data):
-                    self.truncations += 1
-                else:
-                    self.rewrites += 1
-                self._apply(old[cut:], -1)
-                self._apply(data[cut:], +1)
-            self._files[first] = _Seen(data)
-            if gz_key:
-                self._gz_first[gz_key] = first
-        if complete:  # forget the files max-file deleted (only after a pass that read every name it listed)
-            for first in [f for f in self._files if f not in present]:
-                del self._files[first]
-            for key in [k for k in self._gz_first if k not in gz_listed]:
-                del self._gz_first[key]
+            data, inode = got
+            if not gz:
+                plain_inodes.add(inode)
+            seen = self._match(data, None if gz else inode)
+            if seen is None:
+                seen = _Seen(b"", None)
+                self._files.append(seen)
+            if not gz:
+                seen.inode = inode
+            self._update(seen, data)
+            matched.add(id(seen))
+            if gz:
+                self._gz_seen[key] = seen
+        if complete:
+            # Forget the files max-file deleted, and the inodes of plain files gone (compressed: a new file may
+            # get the number), only after passes that read every name they listed. A listing made while the writer
+            # renames can miss a file (readdir is not atomic against rename), so a file is forgotten only when
+            # FORGET_AFTER listings in a row lacked it: forgotten at once, it would be read again as new.
+            for s in self._files:
+                s.absent = 0 if id(s) in matched else s.absent + 1
+                if s.inode not in plain_inodes:
+                    s.inode = None
+            self._files = [s for s in self._files if s.absent < FORGET_AFTER]
+            self._gz_seen = {k: v for k, v in self._gz_seen.items() if k in gz_listed}
 
 
 class RecordsFile:

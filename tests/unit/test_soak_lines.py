@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
 
-from bench.soak_lines import JsonLogFiles, RecordsFile, SeqTally, parse_line
+from bench.soak_lines import FORGET_AFTER, JsonLogFiles, RecordsFile, SeqTally, parse_line
 from driver.logfile import LogFile
 
 
@@ -70,6 +71,52 @@ def test_a_truncation_then_the_same_lines_again_is_no_duplicate_but_other_lines_
         f.write(line("a", 1, 4))
     reader.scan()
     assert tally.duplicates == 1
+
+
+def test_a_file_cut_back_to_nothing_and_replayed_is_the_same_file(tmp_path):
+    # A plugin SIGKILL whose saved cursor names the file before a rotation: recovery cuts the new json.log to 0
+    # bytes and the replay writes its lines again. A pass in between sees an empty file with the same inode.
+    path = tmp_path / "c-json.log"
+    tally = SeqTally()
+    reader = JsonLogFiles(str(path), tally)
+    lines = b"".join(line("a", 1, s) for s in range(5))
+    path.write_bytes(lines)
+    reader.scan()
+    with open(path, "r+b") as f:
+        f.truncate(0)
+    reader.scan()
+    assert (tally.distinct, reader.truncations) == (0, 1)
+    with open(path, "ab") as f:
+        f.write(lines)
+    reader.scan()
+    assert (tally.distinct, tally.duplicates) == (5, 0)
+
+
+@pytest.mark.parametrize("rotated", [".1", ".1.gz"])
+def test_a_listing_that_misses_a_file_reads_it_again_as_the_same_file(tmp_path, rotated):
+    # readdir is not atomic against the writer's renames: one pass may list json.log but not its rotated file
+    # (the 30-minute soak counted one whole 50k file twice so). The hook drops the file from one listing.
+    path = tmp_path / "c-json.log"
+    tally = SeqTally()
+    reader = JsonLogFiles(str(path), tally)
+    old = b"".join(line("a", 1, s) for s in range(5))
+    if rotated.endswith(".gz"):
+        with gzip.open(str(path) + rotated, "wb") as f:
+            f.write(old)
+    else:
+        (tmp_path / f"c-json.log{rotated}").write_bytes(old)
+    path.write_bytes(line("a", 1, 5))
+    reader.scan()
+    listed = reader._names
+    reader._names = lambda: [p for p in listed() if not p.endswith(rotated)]
+    reader.scan()
+    reader._names = listed
+    reader.scan()
+    assert (tally.distinct, tally.duplicates) == (6, 0)
+    for _ in range(FORGET_AFTER):  # deleted for good (max-file): forgotten after that many listings
+        (tmp_path / f"c-json.log{rotated}").unlink(missing_ok=True)
+        reader.scan()
+    assert len(reader._files) == 1
 
 
 def test_bytes_rewritten_differently_are_tallied_from_where_they_differ(tmp_path):
