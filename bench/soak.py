@@ -42,6 +42,7 @@ import statistics
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -58,6 +59,7 @@ from tests.support.procs import REPO, SupportError, wait_for
 from tests.support.receiver import ReceiverProcess
 
 ROTATION = {"max-size": "50k", "max-file": "3"}
+SCAN_SECONDS = 2.0  # between reads of the json.log files and the aggregator's records, samples or not
 RESENDING_FAULTS = ("plugin_kill", "receiver_kill", "receiver_stop")  # faults after which a batch may come twice
 # The writer: a new incarnation per start; bursts of $B lines every $T µs until TERM, then the count it wrote.
 WRITER = ('n=$(( $(cat /tmp/inc 2>/dev/null || echo 0) + 1 )); echo $n > /tmp/inc; i=0; stop=0; '
@@ -156,6 +158,9 @@ class Soak:
         self.t0 = 0.0
         self.phase = "up"
         self.rng = random.Random(7)
+        self.lock = threading.Lock()
+        self.later: list[tuple[float, str]] = []  # follow-ups of faults (the aggregator back up)
+        self.errors: list[str] = []  # faults that failed
 
     # ---- setup -----------------------------------------------------------------------------------------
     def start_containers(self) -> None:
@@ -198,8 +203,8 @@ class Soak:
         wait_for("dockerd to take the plugin back", lambda: _stamp(config) != stamp, 60)
         return Fault(0, "plugin_kill", f"pid {old} -> {new}", time.monotonic() - t)
 
-    def run_fault(self, kind: str, now: float) -> list[tuple[float, str]]:
-        """Start a fault; returns follow-ups (seconds from the start, action)."""
+    def run_fault(self, kind: str, now: float) -> None:
+        """Start a fault (in a thread); its follow-ups (seconds from the start, action) go to `later`."""
         if kind == "restart":
             fault = self.restart_some()
         elif kind == "plugin_kill":
@@ -219,7 +224,9 @@ class Soak:
         fault.t_s = round(now, 1)
         self.faults.append(fault)
         log(f"fault at {now:.0f} s: {kind} {fault.detail} ({fault.seconds:.1f} s)")
-        return later if kind.startswith("receiver") else []
+        if kind.startswith("receiver"):
+            with self.lock:
+                self.later += later
 
     def follow_up(self, action: str) -> None:
         if action == "receiver_resume":
@@ -268,22 +275,44 @@ class Soak:
         return s
 
     # ---- the run ---------------------------------------------------------------------------------------
+    def in_background(self, fn, *args) -> threading.Thread:
+        """Run a slow docker step (a restart, a plugin kill: a minute or more on a loaded machine) in a thread, so
+        that the json.log files keep being read meanwhile: max-file deletes a file ~90 s after it was started."""
+        def call() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # a failed fault is reported, the soak goes on
+                log(f"{getattr(fn, '__name__', fn)} failed: {exc}")
+                self.errors.append(f"{getattr(fn, '__name__', fn)}: {exc}")
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        return thread
+
     def run(self) -> None:
         self.start_containers()
         self.t0 = time.monotonic()
         todo = [(t, kind) for t, kind in self.cfg.schedule()]
-        next_sample = 0.0
+        busy: threading.Thread | None = None  # the fault under way (one at a time)
+        next_sample = next_scan = 0.0
         while True:
             now = time.monotonic() - self.t0
-            if now >= self.cfg.seconds and not todo:
+            idle = busy is None or not busy.is_alive()
+            if now >= self.cfg.seconds and not todo and idle:
                 break
+            with self.lock:
+                todo += self.later
+                self.later.clear()
             todo.sort()
-            if todo and todo[0][0] <= now:
-                _, action = todo.pop(0)
-                if action in ("receiver_resume", "receiver_start"):
-                    self.follow_up(action)
-                else:
-                    todo += self.run_fault(action, now)
+            due = [item for item in todo if item[0] <= now]
+            follow = next((item for item in due if item[1] in ("receiver_resume", "receiver_start")), None)
+            if follow:  # the aggregator comes back on time, even while a slow fault runs
+                todo.remove(follow)
+                self.follow_up(follow[1])
+                continue
+            if due and idle:
+                todo.remove(due[0])
+                busy = self.in_background(self.run_fault, due[0][1], now)
                 continue
             if now >= next_sample:
                 s = self.sample()
@@ -292,7 +321,10 @@ class Soak:
                     log(f"{s.t_s:6.0f} s  handed over {s.handed_over}  stored {s.stored}  acked {s.acked}  "
                         f"gaps {s.json_gaps}  dups {s.json_dups}/{s.recv_dups}  pss {s.pss_mb} MB  fds {s.fds}  "
                         f"journal {s.journal_mb} MB  [{s.phase}]")
-            wake = min([next_sample, self.cfg.seconds] + [t for t, _ in todo[:1]])
+            elif now >= next_scan:
+                self.scan()
+                next_scan = now + SCAN_SECONDS
+            wake = min([next_sample, next_scan, self.cfg.seconds] + [t for t, _ in todo[:1]])
             time.sleep(max(0.0, min(1.0, wake - (time.monotonic() - self.t0))))
 
     def finish(self, timeout: float = 300) -> dict:
@@ -301,7 +333,10 @@ class Soak:
         if self.phase != "up":
             self.follow_up("receiver_resume" if self.phase == "receiver_stopped" else "receiver_start")
         log("stopping the containers")
-        self.dockerd.docker("stop", "-t", "30", *self.ids.values(), timeout=300)
+        stopping = self.in_background(self.dockerd.docker, "stop", "-t", "30", *self.ids.values())
+        while stopping.is_alive():
+            self.scan()
+            stopping.join(SCAN_SECONDS)
         exact = self.written_by_writers()
         # Every incarnation's count is known now (or falls back to the prefix rule): wait until both hold it.
         def caught_up() -> bool:
@@ -538,6 +573,7 @@ def markdown(meta: dict, cfg: Config, v: dict, faults: list[Fault], samples: lis
         "over a soak they grow by the frames written, bounded by the journal cap.", "",
         "## Faults", "", "| fault | count | took (s, median) |", "|---|---|---|",
         *[f"| {k} | {len(fs)} | {statistics.median(f.seconds for f in fs):.1f} |" for k, fs in kinds.items()], "",
+        *([f"Faults that failed: {'; '.join(meta['errors'])}", ""] if meta.get("errors") else []),
         "Written: each container incarnation's writer traps TERM (docker stop and docker restart send it), finishes "
         "its burst and saves how many lines it wrote in the container's /tmp, read back with docker cp at the end. An "
         "incarnation without that count (SIGKILLed after the grace period) counts what dockerd handed over by the "
@@ -595,6 +631,7 @@ def main() -> int:
         v = verdict(soak, exact, report)
         meta["verdict"] = v
         meta["faults"] = [asdict(f) for f in soak.faults]
+        meta["errors"] = soak.errors
         write_csv(out.with_suffix(".csv"), soak.samples)
         note = write_plot(out.with_suffix(".png"), soak.samples, soak.faults, v)
         md = markdown(meta, cfg, v, soak.faults, soak.samples) + (f"\n{note}\n" if note else "")
