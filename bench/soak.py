@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from bench import procstat
@@ -441,7 +441,8 @@ def verdict(soak: Soak, exact: dict, report: dict) -> dict:
     worst_dups = max((soak.recv_tally.twice(n), n) for n in soak.names) if soak.names else (0, "")
     last = soak.samples[-1].t_s
     window = cfg.seconds * 2 / 3
-    slope = pss_slope_mb_per_10min(soak.samples, last - window, cfg.warmup_s)
+    running = [s for s in soak.samples if s.t_s <= cfg.seconds]  # not the drain, after the containers stopped
+    slope = pss_slope_mb_per_10min(running, cfg.seconds - window, cfg.warmup_s)
     t_ref = cfg.seconds / 3
     fds_ref = fds_around(soak.samples, t_ref)
     ended = [s for s in soak.samples if s.t_s <= cfg.seconds and s.phase == "up"]
@@ -588,9 +589,9 @@ def render(out: Path) -> int:
     meta = json.loads(out.with_suffix(".json").read_text())
     cfg = Config(**{**meta["config"], "faults": tuple(meta["config"]["faults"])})
     with open(out.with_suffix(".csv"), newline="") as f:
-        types = {k: type(v) for k, v in asdict(Sample(0, "", *[0] * 13)).items()}
-        samples = [Sample(**{k: types[k](float(v)) if types[k] is int else types[k](v) for k, v in row.items()})
-                   for row in csv.DictReader(f)]
+        kinds = {f.name: f.type for f in fields(Sample)}  # "int", "float", "str" (annotations are strings here)
+        cast = {"int": lambda v: int(float(v)), "float": float, "str": str}
+        samples = [Sample(**{k: cast[kinds[k]](v) for k, v in row.items()}) for row in csv.DictReader(f)]
     faults = [Fault(**f) for f in meta["faults"]]
     note = write_plot(out.with_suffix(".png"), samples, faults, meta["verdict"])
     md = markdown(meta, cfg, meta["verdict"], faults, samples) + (f"\n{note}\n" if note else "")
