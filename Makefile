@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv proto test unit e2e lint demo status bench plugin install clean
+.PHONY: help deps venv proto test unit e2e lint demo status bench soak plugin install clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -117,6 +117,13 @@ bench: deps venv ## issue 5's benchmark on a private dockerd (root): json-file, 
 microbench: venv ## the plugin's data path without dockerd, µs/line per stage; PROFILE=cprofile|pyinstrument MICROBENCH_ARGS="--workload short,100b,40kb"
 	$(if $(filter pyinstrument,$(PROFILE)),$(PIP) install -q --disable-pip-version-check pyinstrument)
 	$(PY) -m bench.microbench $(if $(PROFILE),--profile $(PROFILE)) $(MICROBENCH_ARGS)
+
+# ---- soak (issue 11.7; bench/README.md): never part of `make test` ----------------------------------------------
+.PHONY: soak
+
+soak: deps venv ## 30 min of 50 containers on a private dockerd under restarts, plugin SIGKILLs, aggregator outages, rotation (root): fails on a lost or duplicated line or a PSS/fd leak; bench/results/soak.{csv,png,md}; SOAK_MINUTES=30 SOAK_CONTAINERS=50 ... (see bench/soak.py)
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install -q --disable-pip-version-check -e '.[bench]'
+	$(PY) -m bench.soak
 
 # ---- registry: push the built plugin, upgrade an installed one with running containers ----------------------------
 PLUGIN_REF ?=
