@@ -72,7 +72,7 @@ def _go_value(name: str, text: str):
     if name in ("max-buffer-size", "fluentd-buffer-limit"):
         n = go.go_units_size(text, 1024)
         return n if n is not None and n > 0 else None
-    if name in ("max-file", "cache-max-file"):
+    if name in ("max-file", "cache-max-file", "forward-window"):  # forward-window: a count as max-file is
         n = go.atoi(text)
         return n if n is not None and n >= 1 else None
     if name == "fluentd-max-retries":
