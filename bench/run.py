@@ -42,6 +42,9 @@ Environment knobs (all optional):
   BENCH_PLUGIN_DIR=       bench this plugin dir (config.json + rootfs/, e.g. from `make plugin`) instead of
                           building one from this checkout with plugin/build-rootfs.sh
   BENCH_STATE=            dockerd state dir (default: a fresh /tmp/lbb.XXXX, purged at the end)
+  BENCH_SCALE=            e.g. 10,100,1000: instead of the workloads, N containers logging at once (bench/scale.py:
+                          BENCH_SCALE_RATE=10 lines/s each for BENCH_SCALE_SECONDS=300, BENCH_SCALE_PATHS=
+                          logbridge+forward,json-file); results in bench/results/scale.{json,md}
 """
 
 from __future__ import annotations

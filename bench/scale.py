@@ -174,12 +174,15 @@ class ScaleRun:
         """The plugin's warnings and errors since `offset` of dockerd's log (its stderr is logged at error level),
         counted by message."""
         counts: dict[str, int] = {}
+        plugin_id = getattr(self.bench.plugin, "id", None)  # a legacy plugin's output is not in dockerd's log
+        if plugin_id is None:
+            return counts
         try:
             with open(self.bench.dockerd.log_path, "rb") as f:
                 f.seek(offset)
                 for raw in f:
                     line = raw.decode(errors="replace")
-                    if f"plugin={self.bench.plugin.id}" not in line or "level=error" not in line:
+                    if f"plugin={plugin_id}" not in line or "level=error" not in line:
                         continue
                     m = re.search(r'\\"msg\\": ?\\"([^\\]+)', line)
                     key = m[1] if m else line[:120]
