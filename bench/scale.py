@@ -317,13 +317,20 @@ def markdown(result: dict) -> str:
              "start p50/p99: `POST /containers/{id}/start` (dockerd waits for StartLogging inside it), 8 at a "
              "time. stored/acked: seconds from the release. PSS: the plugin's, with N containers attached and "
              "waiting (idle) and its peak while they write. fds and connections: with N attached.", "",
-             "| path | N | lines | lost | start p50 s | start p99 s | exit s | stored s | acked s | dockerd CPU-s | "
-             "plugin CPU-s | PSS idle MB | PSS peak MB | fds | nofile | connections | load before |",
-             "|" + "---|" * 17]
+             "| path | N | lines | lost | start p50 s | start p99 s | StartLogging p50/p99 ms | exit s | stored s | "
+             "acked s | dockerd CPU-s | plugin CPU-s | PSS idle MB | PSS peak MB | fds | nofile | connections | "
+             "load before |",
+             "|" + "---|" * 18]
+
+    def ms(v: float | None) -> str:
+        return "–" if v is None else f"{v * 1000:.0f}"
+
     for r in result["records"]:
+        served = f"{ms(r.get('start_logging_p50_s'))}/{ms(r.get('start_logging_p99_s'))}" \
+            if r.get("start_logging_n") else None
         cells = [r["path"], r["containers"], f"{r['entries']:,}", r["lost"], r["start_p50_s"], r["start_p99_s"],
-                 r["exit_s"], r["stored_s"], r["acked_s"], r["dockerd_cpu_s"], r["plugin_cpu_s"], r["pss_idle_mb"],
-                 r["pss_peak_mb"], r["plugin_fds"], r["plugin_nofile"], r["receiver_connections"],
+                 served, r["exit_s"], r["stored_s"], r["acked_s"], r["dockerd_cpu_s"], r["plugin_cpu_s"],
+                 r["pss_idle_mb"], r["pss_peak_mb"], r["plugin_fds"], r["plugin_nofile"], r["receiver_connections"],
                  r["loadavg_before"][0] if r["loadavg_before"] else None]
         lines.append("| " + " | ".join("–" if c is None else str(c) for c in cells) + " |")
     s = result["slopes"]
@@ -332,9 +339,26 @@ def markdown(result: dict) -> str:
                   f" MB per container (+ {s.get('pss_idle_intercept_mb')} MB), peak "
                   f"{s.get('pss_peak_slope_mb_per_container')} MB per container (+ {s.get('pss_peak_intercept_mb')}"
                   " MB)."]
+    logged = [f"{r['path']} N={r['containers']}: " + "; ".join(f"{k} ×{v}" for k, v in r["plugin_log"].items())
+              for r in result["records"] if r.get("plugin_log")]
+    if logged:
+        lines += ["", "The plugin's warnings and errors: " + " | ".join(logged) + "."]
     if result.get("notes"):
         lines += [""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def render(path: Path) -> int:
+    """Rewrite a results file's markdown from its JSON (after a change to the tables)."""
+    result = json.loads(path.read_text())
+    path.with_suffix(".md").write_text(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(render(Path(sys.argv[1])))
 
 
 def run_scale(bench: Bench, state: Path, result: dict, out: Path | None = None) -> list[dict]:
