@@ -332,11 +332,9 @@ def test_a_low_soft_fd_limit_is_raised_so_many_containers_can_log(tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1024:
         pytest.skip("needs a hard fd limit of at least 1024")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-    try:
-        plugin = PluginProcess(tmp_path).start()  # inherits the low soft limit
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    plugin = PluginProcess(tmp_path)
+    plugin.preexec_fn = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))  # in the child only
+    plugin.start()
     try:
         loggers = [FakeLogger(plugin) for _ in range(30)]
         assert [logger.start() for logger in loggers] == [{"Err": ""}] * 30
