@@ -110,7 +110,7 @@ demo: ## on a fresh Debian 12 as root: deps, a dockerd, the plugin, a container 
 # ---- benchmarks (never part of `make test`) -----------------------------------------------------------------
 .PHONY: microbench
 
-bench: deps venv ## issue 5's benchmark on a private dockerd (root): json-file, none, logbridge, +forward, fluentd; BENCH_RUNS=7 BENCH_LINES=1000000 BENCH_CONCURRENT=1 ... (see bench/run.py)
+bench: deps venv ## issue 5's benchmark on a private dockerd (root): json-file, none, logbridge, +forward, fluentd; BENCH_RUNS=7 BENCH_LINES=1000000 BENCH_CONCURRENT=1 BENCH_SCALE=10,100,1000 ... (see bench/run.py)
 	$(if $(filter 1,$(BENCH_PYSPY)),$(PIP) install -q --disable-pip-version-check py-spy)
 	$(PY) -m bench.run
 

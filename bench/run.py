@@ -42,6 +42,9 @@ Environment knobs (all optional):
   BENCH_PLUGIN_DIR=       bench this plugin dir (config.json + rootfs/, e.g. from `make plugin`) instead of
                           building one from this checkout with plugin/build-rootfs.sh
   BENCH_STATE=            dockerd state dir (default: a fresh /tmp/lbb.XXXX, purged at the end)
+  BENCH_SCALE=            e.g. 10,100,1000: instead of the workloads, N containers logging at once (bench/scale.py:
+                          BENCH_SCALE_RATE=10 lines/s each for BENCH_SCALE_SECONDS=300, BENCH_SCALE_PATHS=
+                          logbridge+forward,json-file); results in bench/results/scale.{json,md}
 """
 
 from __future__ import annotations
@@ -871,13 +874,18 @@ def main() -> int:
     if os.environ.get("BENCH_OUTAGE", "0") == "1" and "outage" not in wanted:
         wanted.append("outage")
     paths = env_list("BENCH_PATHS", list(PATHS))
+    scale_mode = bool(os.environ.get("BENCH_SCALE", "").strip())  # bench.scale instead of the workloads
+    if scale_mode:
+        from bench import scale
+        wanted, paths = [], list(scale.PATHS)
     if "json-file" not in paths:
         paths.insert(0, "json-file")
     unknown = [p for p in paths if p not in PATHS] + [w for w in wanted if w not in all_wl]
     if unknown:
         print(f"unknown path or workload: {unknown}", file=sys.stderr)
         return 2
-    out = Path(os.environ.get("BENCH_OUT", str(REPO / "bench" / "results" / "latest")))
+    default_out = "scale" if scale_mode else "latest"
+    out = Path(os.environ.get("BENCH_OUT", str(REPO / "bench" / "results" / default_out)))
     out.parent.mkdir(parents=True, exist_ok=True)
     timeout = env_int("BENCH_TIMEOUT", 180)
     state = os.environ.get("BENCH_STATE") or tempfile.mkdtemp(prefix="lbb.", dir="/tmp")
@@ -899,7 +907,8 @@ def main() -> int:
             plugin_dir = Path(os.environ.get("BENCH_PLUGIN_DIR") or build_plugin_dir(Path(state) / "plugin-dir"))
             plugin = create_managed_plugin(dockerd, plugin_dir, f"lbbench-{secrets.token_hex(3)}",
                                            log_root=Path(state) / "plugin-logs",
-                                           state_dir=Path(state) / "plugin-state")
+                                           state_dir=Path(state) / "plugin-state",
+                                           env={"LOG_LEVEL": "debug"} if scale_mode else None)
             result["plugin_protobuf"] = protobuf_implementation(plugin.rootfs)
             log(f"plugin's protobuf implementation: {result['plugin_protobuf']}")
         if "logbridge+loki" in paths:
@@ -915,6 +924,8 @@ def main() -> int:
             log(f"receiver on 127.0.0.1:{receiver.port}, counting in {'C' if receiver.counts_in_c else 'Python'}")
         bench = Bench(dockerd, image, plugin, receiver, timeout, loki, es)
         result["fluentd_request_ack"] = bench.fluentd_ack
+        if scale_mode:
+            records = scale.run_scale(bench, Path(state), result, out)
         for wl_name in wanted:
             wl = all_wl[wl_name]
             if wl_name == "outage":
@@ -972,6 +983,8 @@ def main() -> int:
                 dockerd.stop()
     if not records:
         return 1
+    if scale_mode:
+        return scale.write(result, records, out)
     if result.get("plugin_protobuf") == "python":
         result["notes"].append("the plugin's protobuf runs its pure-Python fallback (its C extension did not load "
                                "in the plugin rootfs): frame decoding is several times slower than with upb")

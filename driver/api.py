@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 
 from aiohttp import web
 
@@ -55,7 +57,11 @@ async def start_logging(request: web.Request) -> web.Response:
         fifo = body.get("File") or ""
         if not fifo:
             return _reply("logbridge: StartLogging without a File")
+        started = time.monotonic()
         await request.app[REGISTRY].start_logging(fifo, body.get("Info") or {})
+        # what each container start waits for in the plugin (the scale bench's StartLogging latency)
+        log.debug("StartLogging served", extra={"fifo": os.path.basename(fifo),
+                                                "seconds": round(time.monotonic() - started, 4)})
     except OptionError as exc:
         log.info("StartLogging refused", extra={"error": str(exc)})
         return _reply(str(exc))

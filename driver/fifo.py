@@ -13,6 +13,7 @@ import os
 
 from driver.frames import HEADER, FrameDecoder, last_boundary
 from driver.journal import Journal, JournalFull
+from driver.logsetup import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,22 @@ COALESCE_SECONDS = 0.002
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
+# The kernel lets a process without CAP_SYS_RESOURCE (the managed plugin) enlarge pipes only while its user's
+# pipes hold less than fs.pipe-user-pages-soft (16384 pages: 64 MiB, about 60 FIFOs of 1 MiB; root's pipes
+# everywhere on the host count). Past it every new FIFO keeps dockerd's 64 KiB: one warning per few minutes, with
+# the count, not one per container.
+_enlarge_refused = Throttled(log, interval=300.0)
+
+
 def open_fifo(path: str) -> int:
     """Open for reading without blocking (after a dockerd crash a FIFO may have no writer) and enlarge it."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError as exc:  # a lowered fs.pipe-max-size: keep dockerd's size rather than fail the container
-        log.warning("could not enlarge FIFO", extra={"fifo": path, "error": str(exc)})
+    except OSError as exc:  # keep dockerd's size rather than fail the container
+        _enlarge_refused.warning("could not enlarge FIFOs: they keep dockerd's 64 KiB (EPERM: raise the host's "
+                                 "fs.pipe-user-pages-soft; count: since the last such line)",
+                                 fifo=path, error=str(exc))
     return fd
 
 

@@ -342,18 +342,21 @@ class _Rotated:
 
 
 _ROTATED_SUFFIX = re.compile(r"\.[1-9][0-9]*(\.gz)?$")
+# What follows "<base>." in a rotated file's name. One pattern for every file: one compiled per container cost
+# several ms of each StartLogging and a slot in re's cache.
+_ROTATED_NUMBER = re.compile(r"([1-9][0-9]*)(\.gz|\.gz\.tmp)?")
 
 
 def _rotated_names(path: str) -> _Rotated:
     directory, base = os.path.split(path)
-    pattern = re.compile(re.escape(base) + r"\.([1-9][0-9]*)(\.gz|\.gz\.tmp)?")
+    prefix = base + "."
     found = _Rotated()
     try:
         names = os.listdir(directory or ".")
     except FileNotFoundError:
         return found
     for name in names:
-        m = pattern.fullmatch(name)
+        m = _ROTATED_NUMBER.fullmatch(name, len(prefix)) if name.startswith(prefix) else None
         if m is None:
             continue
         full = os.path.join(directory, name)

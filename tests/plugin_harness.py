@@ -51,12 +51,14 @@ class PluginProcess:
         self.proc: subprocess.Popen | None = None
         self.session = requests_unixsocket.Session()
         self.stdout = stdout or base / "plugin.out"
+        self.preexec_fn = None  # run in the child before the plugin starts (e.g. lower a limit)
 
     def start(self) -> PluginProcess:
         env = dict(os.environ, LOGBRIDGE_SOCKET=self.socket, LOGBRIDGE_LOG_ROOT=str(self.log_root),
                    LOGBRIDGE_STATE_DIR=str(self.state_dir), PYTHONPATH=str(ROOT), **self.env)
         out = open(self.stdout, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen([sys.executable, "-m", "driver"], env=env, stdout=out, stderr=out, cwd=ROOT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "driver"], env=env, stdout=out, stderr=out, cwd=ROOT,
+                                     preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -322,3 +322,26 @@ def test_follow_streams_new_lines_and_ends_after_stop(plugin):
     t.join(10)
     assert not t.is_alive(), "the follow stream did not end after StopLogging"
     assert [line for _, line in result] == [b"history\n"] + [b"live %d\n" % i for i in range(5)]
+
+
+def test_a_low_soft_fd_limit_is_raised_so_many_containers_can_log(tmp_path):
+    # A legacy plugin under systemd starts with a soft limit of 1024 (~120 containers): every StartLogging past
+    # it failed with EMFILE. Here 64: the 14th container failed before.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip("needs a hard fd limit of at least 1024")
+    plugin = PluginProcess(tmp_path)
+    plugin.preexec_fn = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))  # in the child only
+    plugin.start()
+    try:
+        loggers = [FakeLogger(plugin) for _ in range(30)]
+        assert [logger.start() for logger in loggers] == [{"Err": ""}] * 30
+        for logger in loggers:
+            logger.log(b"hello")
+        assert wait_for(lambda: all(lines_of(plugin.log_file(lg.container_id)) == [b"hello\n"] for lg in loggers))
+        for logger in loggers:
+            logger.stop()
+    finally:
+        plugin.kill()

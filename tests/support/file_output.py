@@ -95,10 +95,10 @@ OUTPUT = Output(name=NAME, options=OPTIONS, turned_on=lambda opts: bool(opts["te
 
 
 def read_lines(path) -> list[str]:
-    """The lines the output delivered, in order."""
+    """The lines the output delivered, in order (a row still being written, without its newline, is not one yet)."""
     try:
         with open(path, encoding="utf-8") as f:
-            return [json.loads(row)["line"] for row in f]
+            return [json.loads(row)["line"] for row in f if row.endswith("\n")]
     except FileNotFoundError:
         return []
 

@@ -227,3 +227,40 @@ def test_no_room_for_a_new_segment_file_drops_and_counts_instead_of_raising(tmp_
         journal.close()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_fifos_the_kernel_will_not_enlarge_are_one_warning_not_one_per_container(tmp_path, monkeypatch, caplog):
+    # Past fs.pipe-user-pages-soft the managed plugin (no CAP_SYS_RESOURCE) gets EPERM for every new FIFO: with
+    # 1,000 containers that was 940 warnings. Each FIFO still works at dockerd's size.
+    import errno
+    import logging
+
+    from driver import fifo as fifo_module
+    from driver.logsetup import Throttled
+
+    real_fcntl = fifo_module.fcntl.fcntl
+
+    def refuse_enlarging(fd, cmd, arg=0):
+        if cmd == fifo_module.F_SETPIPE_SZ:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real_fcntl(fd, cmd, arg)
+
+    monkeypatch.setattr(fifo_module.fcntl, "fcntl", refuse_enlarging)
+    monkeypatch.setattr(fifo_module, "_enlarge_refused", Throttled(fifo_module.log, interval=300.0), raising=False)
+    caplog.set_level(logging.WARNING, logger="driver.fifo")
+    fds = []
+    try:
+        for i in range(5):
+            path = tmp_path / f"fifo{i}"
+            os.mkfifo(path)
+            writer = os.open(path, os.O_RDWR)
+            fds.append(writer)
+            reader = fifo_module.open_fifo(str(path))
+            fds.append(reader)
+            os.write(writer, b"x")
+            assert os.read(reader, 1) == b"x"
+    finally:
+        for fd in fds:
+            os.close(fd)
+    warnings = [r for r in caplog.records if "enlarge" in r.getMessage()]
+    assert len(warnings) == 1

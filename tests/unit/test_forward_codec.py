@@ -687,3 +687,22 @@ def test_a_label_named_like_the_record_id_key_gives_way_to_the_id():
     [packed] = enc.encode_batch([("stdout", 10**18, b"one", False, False, "", 0)], ["b-0"])
     pairs = _msgpack.unpackb(packed, raw=False, strict_map_key=False, object_pairs_hook=list)[1]
     assert [v for k, v in pairs if k == "record_id"] == ["b-0"]
+
+
+def test_idle_client_connections_keep_no_parse_buffer():
+    # 1,000 containers, 1,000 connections idle between acks: each held a 1 MiB buffer and a 45 KB parse stack
+    import tracemalloc
+
+    ack = codec.build_ack("0123456789")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        clients = [ClientProtocol(hostname="node", salt="s") for _ in range(100)]
+        for client in clients:
+            assert client.receive_data(ack[:3]) == []  # a reply split in two: kept between the calls
+            assert client.receive_data(ack[3:] + ack) == [Ack(b"0123456789")] * 2
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    per_client = sum(d.size_diff for d in after.compare_to(before, "filename")) / len(clients)
+    assert per_client < 4096, f"{per_client:.0f} bytes per idle client"

@@ -603,3 +603,15 @@ def test_follow_until_reached_in_history(log_path: Path):
     assert f.poll() == []
     f.close()
     w.close()
+
+
+def test_rotated_files_are_told_apart_from_other_names_in_the_directory(tmp_path):
+    # one pattern for every container (StartLogging compiled one per container): the names must still be exact
+    path = tmp_path / "c-json.log"
+    for name in ["c-json.log", "c-json.log.1", "c-json.log.2.gz", "c-json.log.3", "c-json.log.0", "c-json.log.1.2",
+                 "c-json.log.", "c-json.logx.4", "xc-json.log.5", "c-json.log.6.gz.tmp", "c-json.log.7.gzip"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [os.path.basename(p) for p in list_files(str(path), compress=True)] == [
+        "c-json.log.3", "c-json.log.2.gz", "c-json.log.1", "c-json.log"]
+    assert [os.path.basename(p) for p in list_files(str(path), compress=False)] == [
+        "c-json.log.3", "c-json.log.1", "c-json.log"]
