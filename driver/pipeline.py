@@ -1,7 +1,8 @@
 """One container's data path: FIFO --splice--> journal --cursors--> json.log writer and the outputs turned on.
 
 The event loop only splices; each consumer runs its batches in a worker thread, woken when the journal grows, so
-neither disk nor network work ever sits between the FIFO and the journal.
+neither disk nor network work ever sits between the FIFO and the journal. A live container's consumer with a small
+backlog waits for the process-wide tick first (driver.gather): one batch per tick instead of one per line.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import asyncio
 import logging
 import os
 from concurrent.futures import Executor
+from contextlib import contextmanager
 
 from driver import outputs
 from driver.fifo import FifoSource
+from driver.gather import GATHER_BYTES, Ticker, process_ticker
 from driver.info import LogInfo, extra_attributes, render_tag
 from driver.journal import CursorStore, Journal, JournalFull
 from driver.jsonfile import encode_attrs
@@ -34,7 +37,7 @@ SAVE_WHEN_IDLE = 1.0
 class Pipeline:
     def __init__(self, info: LogInfo, opts: Options, settings: Settings, executor: Executor,
                  loop: asyncio.AbstractEventLoop, on_finished, shared: outputs.Shared | None = None,
-                 after_restart: bool = False) -> None:
+                 after_restart: bool = False, ticker: Ticker | None = None) -> None:
         self.info = info
         self.opts = opts
         self.container_id = info.container_id
@@ -42,6 +45,10 @@ class Pipeline:
         self.stats = ContainerStats(info.container_id)
         self._loop = loop
         self._executor = executor
+        self._ticker = ticker or process_ticker()
+        self._gathering: dict[str, asyncio.Future] = {}  # consumer → its wait for the tick, while it waits
+        self._followers = 0  # `docker logs -f` reads of this container under way: json.log then goes at once
+        self._readers = 0  # json_log_caught_up() calls under way: the same
         self._on_finished = on_finished
         cap = opts["journal-max-size"]
         # Segments are the unit the cap gives up: keep several under the cap so it bites close to its value.
@@ -60,7 +67,7 @@ class Pipeline:
         self.fifo: FifoSource | None = None
         self._wake = {c.name: asyncio.Event() for c in self.consumers}
         # Outputs with a window of batches in flight send new frames while they wait for an ack (acked.py).
-        self._grew = [o.journal_grew for o in self.outputs if hasattr(o, "journal_grew")]
+        self._grew = [(o, o.journal_grew) for o in self.outputs if hasattr(o, "journal_grew")]
         self._idle = {c.name: asyncio.Event() for c in self.consumers}
         self._behind_since: dict[str, float] = {}  # consumer → loop time it last fell behind
         self._capping = False
@@ -148,12 +155,51 @@ class Pipeline:
     # ---- consumer side ----------------------------------------------------------------------------------------
     def poke(self) -> None:
         now = self._loop.time()
-        for name, event in self._wake.items():
+        for c in self.consumers:
+            name = c.name
             self._idle[name].clear()
             self._behind_since.setdefault(name, now)
-            event.set()
-        for grew in self._grew:
-            grew()
+            waiter = self._gathering.get(name)
+            if waiter is None:
+                self._wake[name].set()
+            elif self._must_go(c) and not waiter.done():
+                waiter.set_result(None)  # the batch it takes at the tick takes these frames too, so no wake
+        for output, grew in self._grew:
+            if self._must_go(output):  # else the next step after the ack sends them, in a larger batch
+                grew()
+
+    def _must_go(self, consumer: Consumer) -> bool:
+        """Whether the consumer steps now rather than at the next tick (driver.gather)."""
+        if self._closing or consumer.sealed or self.journal.end - consumer.cursor.pos >= GATHER_BYTES:
+            return True
+        return consumer is self.jsonlog and (self._followers > 0 or self._readers > 0)
+
+    def _hurry(self) -> None:
+        """Every consumer waiting for the tick steps now."""
+        for waiter in self._gathering.values():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _gather(self, consumer: Consumer) -> None:
+        """Wait for the next tick unless the consumer must go now (poke() and _hurry() end the wait early)."""
+        if self._must_go(consumer):
+            return
+        waiter = self._gathering[consumer.name] = self._loop.create_future()
+        self._ticker.join(waiter)
+        try:
+            await waiter
+        finally:
+            del self._gathering[consumer.name]
+
+    @contextmanager
+    def followed(self):
+        """While a `docker logs -f` follows this container, json.log is written as lines arrive."""
+        self._followers += 1
+        self.poke()
+        try:
+            yield
+        finally:
+            self._followers -= 1
 
     async def _run(self, consumer: Consumer) -> None:
         wake, idle = self._wake[consumer.name], self._idle[consumer.name]
@@ -169,6 +215,8 @@ class Pipeline:
                     await self._loop.run_in_executor(self._executor, consumer.flush)
                     continue
             wake.clear()
+            if not self._closing:
+                await self._gather(consumer)
             if self._closing:
                 await self._last_steps(consumer)
                 return
@@ -214,13 +262,17 @@ class Pipeline:
         if self.fifo is not None:
             self.fifo.drain()  # lines already written to the FIFO count, though the reader may be pausing
         target = self.json_log_target = self.journal.end
-        self.poke()
-        deadline = self._loop.time() + limit
-        while self.jsonlog.written_pos < target and self.jsonlog.cursor.pos >= self.journal.start:
-            if self._loop.time() >= deadline or self.jsonlog.failing:
-                return False
-            await asyncio.sleep(0.005)
-        return True
+        self._readers += 1  # json.log does not wait for the tick while someone waits for it
+        try:
+            self.poke()
+            deadline = self._loop.time() + limit
+            while self.jsonlog.written_pos < target and self.jsonlog.cursor.pos >= self.journal.start:
+                if self._loop.time() >= deadline or self.jsonlog.failing:
+                    return False
+                await asyncio.sleep(0.005)
+            return True
+        finally:
+            self._readers -= 1
 
     async def idle(self) -> None:
         """Wait until every consumer has caught up with the journal."""
@@ -251,6 +303,7 @@ class Pipeline:
         self._closing = True
         for event in self._wake.values():
             event.set()
+        self._hurry()
         _, pending = await asyncio.wait(self._tasks, timeout=grace)
         for task in pending:
             task.cancel()

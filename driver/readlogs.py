@@ -8,6 +8,7 @@ ends here, after that container's FIFO ended and its json.log caught up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -202,24 +203,25 @@ async def _follow(loop, request, response, registry, container_id: str, follower
     steps = _FollowerSteps(loop, follower)
     first = registry.pipelines.get(container_id)
     followed = first.fifo if first is not None else None  # the logger this read follows: one run
-    try:
-        await _send_all(steps.run, response, _chunks(follower.history(cfg.tail)))
-        while not follower.done:
-            pipeline = registry.pipelines.get(container_id)
-            # Ended, as json-file's followers end, when the logger followed closed: a `docker restart` gives the
-            # container a new FIFO at once, so a FIFO other than the followed one means the followed run is over.
-            ended = pipeline is None or pipeline.fifo is None or pipeline.fifo is not followed
-            if ended and pipeline is not None and not await pipeline.json_log_caught_up(FOLLOW_POLL):
-                ended = False  # json.log is still behind its journal: its last lines are yet to come
-            new = await steps.run(follower.poll)
-            if new:
-                await response.write(_frames(new))
-            if ended:
-                return  # the container's logger closed: json-file ends its followers the same way
-            if request.transport is None or request.transport.is_closing():
-                return  # the client went away
-            await asyncio.sleep(FOLLOW_POLL)
-    except (ConnectionResetError, asyncio.CancelledError):
-        log.debug("ReadLogs client went away", extra={"container": container_id[:12]})
-    finally:
-        steps.close()
+    with first.followed() if first is not None else contextlib.nullcontext():  # json.log skips the tick meanwhile
+        try:
+            await _send_all(steps.run, response, _chunks(follower.history(cfg.tail)))
+            while not follower.done:
+                pipeline = registry.pipelines.get(container_id)
+                # Ended, as json-file's followers end, when the logger followed closed: a `docker restart` gives the
+                # container a new FIFO at once, so a FIFO other than the followed one means the followed run is over.
+                ended = pipeline is None or pipeline.fifo is None or pipeline.fifo is not followed
+                if ended and pipeline is not None and not await pipeline.json_log_caught_up(FOLLOW_POLL):
+                    ended = False  # json.log is still behind its journal: its last lines are yet to come
+                new = await steps.run(follower.poll)
+                if new:
+                    await response.write(_frames(new))
+                if ended:
+                    return  # the container's logger closed: json-file ends its followers the same way
+                if request.transport is None or request.transport.is_closing():
+                    return  # the client went away
+                await asyncio.sleep(FOLLOW_POLL)
+        except (ConnectionResetError, asyncio.CancelledError):
+            log.debug("ReadLogs client went away", extra={"container": container_id[:12]})
+        finally:
+            steps.close()

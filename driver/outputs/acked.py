@@ -205,6 +205,8 @@ class AckedOutput:
                 if self._pending is None:
                     if self._in_flight and not self._prepare_after(self._in_flight[-1][0]):
                         break
+                    if not self._journal_has_more():
+                        break  # no hand-off to a worker thread for an empty batch
                     if not probing:
                         await self._gather()
                     limit = min(self._limit, self.PROBE_BYTES) if probing else self._limit
@@ -217,7 +219,7 @@ class AckedOutput:
                 sending[1] = await self._within_deadline(self._send(sending[0]))
             if not self._in_flight:
                 return False
-            if not probing and self._prepare_after(self._in_flight[-1][0]):
+            if not probing and self._journal_has_more() and self._prepare_after(self._in_flight[-1][0]):
                 following = loop.run_in_executor(executor, self._prepare, self._limit)
             head = self._in_flight[0]
             if len(self._in_flight) < window and not await self._ack_or_more(loop, head):
@@ -250,6 +252,10 @@ class AckedOutput:
         if not self._save(self._saved_pos, in_place_only=True):
             await loop.run_in_executor(executor, self._save, self._saved_pos)
         return True
+
+    def _journal_has_more(self) -> bool:
+        """Whether the journal holds bytes past the cursor (else preparing a batch would find nothing)."""
+        return self.cursor.pos < self.journal.end or self.cursor.pos < self.journal.start
 
     async def _ack_or_more(self, loop: asyncio.AbstractEventLoop, head: list) -> bool:
         """Wait until the oldest batch is settled (True) or the journal grew (False)."""

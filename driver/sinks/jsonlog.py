@@ -274,7 +274,7 @@ class JsonLogWriter:
             self.stats.written(len(entries))
         self.written_pos = self.cursor.pos
         self._maybe_save()
-        return True
+        return self.cursor.pos < self.journal.end  # caught up: no second hand-off just to find nothing
 
     def _write(self, entries: list[tuple], start: int, used: int) -> None:
         lines = encode_entries(entries, self.attrs_json)

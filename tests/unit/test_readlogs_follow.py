@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ def test_a_cancelled_follow_closes_the_follower_after_its_read(tmp_path: Path, m
             polled.set()
 
     monkeypatch.setattr(Follower, "poll", held_poll)
-    running = SimpleNamespace(fifo=object())  # the container's logger is open: follow until cancelled
+    running = SimpleNamespace(fifo=object(), followed=contextlib.nullcontext)  # the container's logger is open: follow until cancelled
     registry = SimpleNamespace(pipelines={"c": running})
     request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
     response = SimpleNamespace(write=lambda data: asyncio.sleep(0))
@@ -68,7 +69,7 @@ def test_follow_ends_when_the_followed_logger_is_replaced_by_a_restart(tmp_path:
     w = LogFile(str(path), None, 1, False)
     w.write_lines(lines(0, 3))
     caught_up = lambda limit: asyncio.sleep(0, True)  # noqa: E731 - json.log holds the journal
-    pipeline = SimpleNamespace(fifo=object(), json_log_caught_up=caught_up)
+    pipeline = SimpleNamespace(fifo=object(), json_log_caught_up=caught_up, followed=contextlib.nullcontext)
     registry = SimpleNamespace(pipelines={"c": pipeline})
     request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
     written: list[bytes] = []
