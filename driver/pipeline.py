@@ -47,8 +47,7 @@ class Pipeline:
         self._executor = executor
         self._ticker = ticker or process_ticker()
         self._gathering: dict[str, asyncio.Future] = {}  # consumer → its wait for the tick, while it waits
-        self._followers = 0  # `docker logs -f` reads of this container under way: json.log then goes at once
-        self._readers = 0  # json_log_caught_up() calls under way: the same
+        self._json_log_wanted = 0  # docker logs reads and follows under way: json.log then goes at once
         self._on_finished = on_finished
         cap = opts["journal-max-size"]
         # Segments are the unit the cap gives up: keep several under the cap so it bites close to its value.
@@ -172,7 +171,7 @@ class Pipeline:
         """Whether the consumer steps now rather than at the next tick (driver.gather)."""
         if self._closing or consumer.sealed or self.journal.end - consumer.cursor.pos >= GATHER_BYTES:
             return True
-        return consumer is self.jsonlog and (self._followers > 0 or self._readers > 0)
+        return consumer is self.jsonlog and self._json_log_wanted > 0
 
     def _hurry(self) -> None:
         """Every consumer waiting for the tick steps now."""
@@ -192,14 +191,14 @@ class Pipeline:
             del self._gathering[consumer.name]
 
     @contextmanager
-    def followed(self):
-        """While a `docker logs -f` follows this container, json.log is written as lines arrive."""
-        self._followers += 1
+    def json_log_wanted(self):
+        """While someone reads or follows json.log (`docker logs`, `docker logs -f`), it is written as lines arrive."""
+        self._json_log_wanted += 1
         self.poke()
         try:
             yield
         finally:
-            self._followers -= 1
+            self._json_log_wanted -= 1
 
     async def _run(self, consumer: Consumer) -> None:
         wake, idle = self._wake[consumer.name], self._idle[consumer.name]
@@ -262,17 +261,13 @@ class Pipeline:
         if self.fifo is not None:
             self.fifo.drain()  # lines already written to the FIFO count, though the reader may be pausing
         target = self.json_log_target = self.journal.end
-        self._readers += 1  # json.log does not wait for the tick while someone waits for it
-        try:
-            self.poke()
+        with self.json_log_wanted():
             deadline = self._loop.time() + limit
             while self.jsonlog.written_pos < target and self.jsonlog.cursor.pos >= self.journal.start:
                 if self._loop.time() >= deadline or self.jsonlog.failing:
                     return False
                 await asyncio.sleep(0.005)
             return True
-        finally:
-            self._readers -= 1
 
     async def idle(self) -> None:
         """Wait until every consumer has caught up with the journal."""

@@ -203,7 +203,8 @@ async def _follow(loop, request, response, registry, container_id: str, follower
     steps = _FollowerSteps(loop, follower)
     first = registry.pipelines.get(container_id)
     followed = first.fifo if first is not None else None  # the logger this read follows: one run
-    with first.followed() if first is not None else contextlib.nullcontext():  # json.log skips the tick meanwhile
+    # json.log skips the tick while this read follows it
+    with first.json_log_wanted() if first is not None else contextlib.nullcontext():
         try:
             await _send_all(steps.run, response, _chunks(follower.history(cfg.tail)))
             while not follower.done:

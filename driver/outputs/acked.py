@@ -255,7 +255,7 @@ class AckedOutput:
 
     def _journal_has_more(self) -> bool:
         """Whether the journal holds bytes past the cursor (else preparing a batch would find nothing)."""
-        return self.cursor.pos < self.journal.end or self.cursor.pos < self.journal.start
+        return self.cursor.pos < self.journal.end  # a cursor before journal.start is before the end too
 
     async def _ack_or_more(self, loop: asyncio.AbstractEventLoop, head: list) -> bool:
         """Wait until the oldest batch is settled (True) or the journal grew (False)."""

@@ -46,7 +46,7 @@ def test_stop_a_backlog_and_a_follower_do_not_wait_for_the_tick(tmp_path):
         ticker = Ticker(period=None)
         with ThreadPoolExecutor(2) as executor:
             p = _pipeline(tmp_path, executor, asyncio.get_running_loop(), ticker)
-            with p.followed():
+            with p.json_log_wanted():
                 p.journal.write(frames(0, 1))
                 p.poke()
                 await wait_for(lambda: _lines(tmp_path) == [0])

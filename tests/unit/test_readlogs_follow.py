@@ -33,7 +33,8 @@ def test_a_cancelled_follow_closes_the_follower_after_its_read(tmp_path: Path, m
             polled.set()
 
     monkeypatch.setattr(Follower, "poll", held_poll)
-    running = SimpleNamespace(fifo=object(), followed=contextlib.nullcontext)  # the container's logger is open: follow until cancelled
+    # the container's logger is open: follow until cancelled
+    running = SimpleNamespace(fifo=object(), json_log_wanted=contextlib.nullcontext)
     registry = SimpleNamespace(pipelines={"c": running})
     request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
     response = SimpleNamespace(write=lambda data: asyncio.sleep(0))
@@ -69,7 +70,7 @@ def test_follow_ends_when_the_followed_logger_is_replaced_by_a_restart(tmp_path:
     w = LogFile(str(path), None, 1, False)
     w.write_lines(lines(0, 3))
     caught_up = lambda limit: asyncio.sleep(0, True)  # noqa: E731 - json.log holds the journal
-    pipeline = SimpleNamespace(fifo=object(), json_log_caught_up=caught_up, followed=contextlib.nullcontext)
+    pipeline = SimpleNamespace(fifo=object(), json_log_caught_up=caught_up, json_log_wanted=contextlib.nullcontext)
     registry = SimpleNamespace(pipelines={"c": pipeline})
     request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
     written: list[bytes] = []
