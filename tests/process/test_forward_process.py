@@ -5,6 +5,7 @@ is down, gzip on the wire. Fast: no dockerd."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import socket
 import struct
@@ -201,7 +202,7 @@ class CapturingServer:
             except OSError:
                 return
             protocol = codec.ServerProtocol(strict=True)
-            with conn:
+            with conn, contextlib.suppress(ConnectionResetError):  # a peer that goes away ends its connection
                 while data := conn.recv(65536):
                     for event in protocol.receive_data(data):
                         self.kinds.append(type(event).__name__)
