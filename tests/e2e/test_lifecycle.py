@@ -26,7 +26,7 @@ from tests.support import (
     read_entries,
     wait_for,
 )
-from tests.support.procs import REPO, stop_pid
+from tests.support.procs import REPO, SupportError, stop_pid
 from tests.support.registry import LocalRegistry
 
 pytestmark = pytest.mark.e2e
@@ -73,12 +73,16 @@ def count(numbers: list[int], n: int) -> dict[str, int]:
 
 def assert_all_once(path: Path, daemon: Dockerd, cid: str, n: int, what: str) -> dict[str, int]:
     """Every number 1..n exactly once and in order, in json.log and in `docker logs`."""
-    entries = wait_for(f"{n} lines in {path}", lambda: (e := read_entries(path)) and len(e) >= n and e, 30)
+    try:
+        entries = wait_for(f"{n} lines in {path}", lambda: (e := read_entries(path)) and len(e) >= n and e, 30)
+    except SupportError:  # fewer than n: say which are missing rather than only that the wait ran out
+        entries = read_entries(path) if path.exists() else []
     in_file = [int(e["log"]) for e in entries]
     in_logs = [int(x) for x in logs(daemon, cid)[0].split()]
     figures = count(in_file, n)
     print(f"\n{what}: json.log {figures}; docker logs {count(in_logs, n)}")
-    assert in_file == list(range(1, n + 1)), f"{what}: json.log {figures}"
+    missing = sorted(set(range(1, n + 1)) - set(in_file))
+    assert in_file == list(range(1, n + 1)), f"{what}: json.log {figures}, the first missing {missing[:20]}"
     assert in_logs == in_file, f"{what}: docker logs {count(in_logs, n)}"
     return figures
 
@@ -206,9 +210,16 @@ def test_live_restore_keeps_every_line(live_dockerd, plugin_dir, legacy_plugin, 
     running = live_dockerd.docker("ps", "-q", "--no-trunc").stdout.decode().split()
     assert {cid for _, cid in runs} <= set(running), "live-restore did not keep the containers running"
     print(f"\ndockerd away for {away:.2f} s")
-    for p, cid in runs:
+    failed = []
+    for p, cid in runs:  # both checked before failing, each with its plugin's log: a flake says where it was
         wait_exit(live_dockerd, cid)
-        assert_all_once(p.json_log(cid), live_dockerd, cid, n, f"live-restore {p.name}")
+        try:
+            assert_all_once(p.json_log(cid), live_dockerd, cid, n, f"live-restore {p.name}")
+        except AssertionError as exc:
+            log = p.output_tail(lines=80) if p is legacy else "\n".join(p.log().splitlines()[-80:])
+            print(f"--- {p.name}'s log, the last 80 lines ---\n{log}")
+            failed.append(str(exc))
+    assert not failed, failed
 
 
 # ---- plugin upgrade with running containers ------------------------------------------------------------------------

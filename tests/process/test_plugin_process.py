@@ -76,6 +76,34 @@ def test_restart_appends_to_the_same_file(plugin):
     assert wait_for(lambda: lines_of(plugin.log_file(cid)) == [b"run 0\n", b"run 1\n", b"run 2\n"])
 
 
+@pytest.mark.parametrize("away", [0.0, 0.05, 0.3, 1.0])
+def test_fifos_ended_without_stop_logging_then_replaced_keep_every_line_in_order(plugin, away):
+    """dockerd's live-restore: the old FIFO ends with no StopLogging (dockerd exited) and a new StartLogging for the
+    same container comes `away` seconds later, before, during or after the plugin closes the container's pipeline."""
+    cid = secrets.token_hex(32)
+    n = 0
+    for _ in range(3):
+        logger = FakeLogger(plugin, cid)
+        logger.start()
+        for _ in range(150):
+            n += 1
+            logger.log(b"%d" % n)
+            if n % 10 == 0:
+                time.sleep(0.003)  # a container writing, not one burst
+        logger.close()  # EOF only
+        time.sleep(away)
+    last = FakeLogger(plugin, cid)
+    last.start()
+    for _ in range(50):
+        n += 1
+        last.log(b"%d" % n)
+    last.stop()
+    path = plugin.log_file(cid)
+    wait_for(lambda: len(lines_of(path)) >= n, timeout=30)
+    got = numbers_in(path)
+    assert got == list(range(1, n + 1)), (len(got), sorted(set(range(1, n + 1)) - set(got))[:20])
+
+
 def test_bad_log_opt_is_refused_with_the_option_named(plugin):
     logger = FakeLogger(plugin, config={"max-size": "ten"})
     reply = logger.start()
