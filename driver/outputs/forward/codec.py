@@ -378,6 +378,11 @@ class RecordEncoder:
             append(join((time_bytes, prefix, header, line, tail)))
         return out
 
+    @property
+    def encodes_frames(self) -> bool:
+        """Whether encode_frames packs in C (else it returns None: the caller decodes)."""
+        return self._c_frames is not None
+
     def encode_frames(self, frames: bytes, budget: int, *, partials: bool = True, start: int = 0,
                       id_prefix: str = "") -> tuple[int, int, bool, bytes] | None:
         """Journal frames straight to packed Entries, in C: ``(used, count, declined, packed)`` for the ordinary
