@@ -21,6 +21,18 @@
  *     the batch holds something outside this fast path (a source other than stdout/stderr, a line that is not
  *     bytes, flags that are not bools, a partial id that is not plain UTF-8, an ordinal outside int64).
  *
+ * encode_record_frames(frames, event_time, prefix_out, prefix_err, partial_prefix_out, partial_prefix_err, extras,
+ *                      id_key, id_prefix, base, budget, partials) -> (used, count, declined, packed)
+ *     The same packed Entries straight from journal frames, concatenated, without the 7-tuples (building and
+ *     freeing them was the forward output's largest per-line cost after the encoding itself). Frames are parsed by
+ *     driver/_logentry.h as decode_frames parses them; each Entry is what encode_records makes of the decoded
+ *     entry, plus, with an id_key (packed key, or empty for none), the record id id_prefix + hex(base + the
+ *     frame's position in frames) as RecordEncoder._with_ids appends it. It stops at the first frame that is
+ *     incomplete (used: where it starts, declined False) or that needs the decoded way (declined True): garbage,
+ *     an empty frame, what decode_frames leaves to upb, a partial chunk when `partials` is false (the caller joins
+ *     chunks), an Entry that would take the packed size over `budget` (BatchBuilder would start a second frame).
+ *     count: the frames taken.
+ *
  * Limited API (abi3): one build loads on every CPython >= 3.11 (the buffer protocol joined it in 3.11).
  */
 #define Py_LIMITED_API 0x030B0000
@@ -485,7 +497,8 @@ put_str_header(uint8_t *o, Py_ssize_t n)
 static inline uint8_t *
 put(uint8_t *o, const void *s, Py_ssize_t n)
 {
-    memcpy(o, s, n);
+    if (n > 0) /* an empty partial id has no bytes at all: memcpy from NULL is undefined even for 0 bytes */
+        memcpy(o, s, n);
     return o + n;
 }
 
@@ -632,6 +645,129 @@ error:
     return NULL;
 }
 
+/* Lowercase hex without leading zeros ("0" for 0), as f"{v:x}"; o must hold 16 bytes. Returns the digits. */
+static int
+put_hex(char *o, uint64_t v)
+{
+    char digits[16];
+    int n = 0;
+    do {
+        digits[n++] = hexdigits[v & 0xF];
+        v >>= 4;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        o[i] = digits[n - 1 - i];
+    return n;
+}
+
+static PyObject *
+encode_record_frames(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer data;
+    int event_time, partials;
+    const char *pfx[2][2], *extras, *id_key, *id_prefix;
+    Py_ssize_t pfx_len[2][2], extras_len, id_key_len, id_prefix_len, base, budget;
+    if (!PyArg_ParseTuple(args, "y*py#y#y#y#y#y#y#nnp:encode_record_frames", &data, &event_time, &pfx[0][0],
+                          &pfx_len[0][0], &pfx[0][1], &pfx_len[0][1], &pfx[1][0], &pfx_len[1][0], &pfx[1][1],
+                          &pfx_len[1][1], &extras, &extras_len, &id_key, &id_key_len, &id_prefix, &id_prefix_len,
+                          &base, &budget, &partials))
+        return NULL;
+    const uint8_t *b = (const uint8_t *)data.buf;
+    Py_ssize_t end = data.len, pos = 0, count = 0, size = 0, cap = 0;
+    uint8_t *out = NULL;
+    int declined = 0;
+    PyObject *result = NULL;
+    entry_t e;
+    while (end - pos >= 4) {
+        uint32_t length = frame_length(b + pos);
+        if ((Py_ssize_t)length > end - pos - 4 && length <= MAX_FRAME)
+            break; /* the rest of this frame is not in the journal yet */
+        if (length == 0 || length > MAX_FRAME || !parse_entry(b + pos + 4, b + pos + 4 + length, &e)
+            || (e.partial && !partials)) {
+            declined = 1; /* garbage, an empty frame, an entry upb must read, a chunk to join: FrameDecoder's way */
+            break;
+        }
+        /* The time clamped as codec._split_ns does (see encode_records). */
+        uint32_t sec = 0, nsec = 0;
+        if (e.time_nano / NS > MAX_SECONDS) {
+            sec = (uint32_t)MAX_SECONDS;
+        } else if (e.time_nano > 0) {
+            sec = (uint32_t)(e.time_nano / NS);
+            nsec = (uint32_t)(e.time_nano % NS);
+        }
+        int s = e.source, p = e.partial;
+        Py_ssize_t n = (event_time ? 11 : 6) + pfx_len[p][s] + str_header_len(e.line_len) + e.line_len + extras_len;
+        char ordinal[16], hex[16];
+        int ordinal_len = 0, hex_len = 0;
+        if (p) {
+            ordinal_len = snprintf(ordinal, sizeof(ordinal), "%d", (int)e.ordinal);
+            n += CLEN(partial_head) + str_header_len(e.id_len) + e.id_len + CLEN(partial_ordinal) + 1 + ordinal_len +
+                 (e.last ? CLEN(partial_last_true) : CLEN(partial_last_false));
+        }
+        if (id_key_len) { /* the record id: the id prefix and the frame's journal offset in hex */
+            hex_len = put_hex(hex, (uint64_t)(base + pos));
+            n += id_key_len + str_header_len(id_prefix_len + hex_len) + id_prefix_len + hex_len;
+        }
+        if (size + n > budget) {
+            declined = 1; /* more than one forward frame: BatchBuilder.extend splits them */
+            break;
+        }
+        if (size + n > cap) {
+            Py_ssize_t ncap = size + n > 2 * cap ? size + n + 4096 : 2 * cap;
+            uint8_t *grown = (uint8_t *)PyMem_Realloc(out, ncap);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            out = grown;
+            cap = ncap;
+        }
+        uint8_t *o = out + size;
+        *o++ = 0x92; /* [time, record] */
+        if (event_time) {
+            *o++ = 0xD7; /* fixext 8, type 0: EventTime */
+            *o++ = 0x00;
+            o = put_be32(o, sec);
+            o = put_be32(o, nsec);
+        } else {
+            *o++ = 0xCE; /* uint32 */
+            o = put_be32(o, sec);
+        }
+        o = put(o, pfx[p][s], pfx_len[p][s]);
+        o = put_str_header(o, e.line_len);
+        o = put(o, e.line, e.line_len);
+        o = put(o, extras, extras_len);
+        if (p) {
+            o = put(o, partial_head, CLEN(partial_head));
+            o = put_str_header(o, e.id_len);
+            o = put(o, e.id, e.id_len);
+            o = put(o, partial_ordinal, CLEN(partial_ordinal));
+            *o++ = (uint8_t)(0xA0 | ordinal_len);
+            o = put(o, ordinal, ordinal_len);
+            if (e.last)
+                o = put(o, partial_last_true, CLEN(partial_last_true));
+            else
+                o = put(o, partial_last_false, CLEN(partial_last_false));
+        }
+        if (id_key_len) {
+            o = put(o, id_key, id_key_len);
+            o = put_str_header(o, id_prefix_len + hex_len);
+            o = put(o, id_prefix, id_prefix_len);
+            o = put(o, hex, hex_len);
+        }
+        size += n;
+        count++;
+        pos += 4 + (Py_ssize_t)length;
+    }
+    PyObject *packed = PyBytes_FromStringAndSize(out ? (const char *)out : "", size);
+    if (packed != NULL)
+        result = Py_BuildValue("(nnON)", pos, count, declined ? Py_True : Py_False, packed);
+done:
+    PyMem_Free(out);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 /* ------------------------------------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -646,11 +782,16 @@ static PyMethodDef methods[] = {
      "encode_records(entries, event_time, prefix_out, prefix_err, partial_prefix_out, partial_prefix_err, extras)"
      " -> list[bytes] | None\n\n"
      "RecordEncoder.encode_batch's fast path for a list of entries, or None when the batch needs the Python loop."},
+    {"encode_record_frames", encode_record_frames, METH_VARARGS,
+     "encode_record_frames(frames, event_time, prefix_out, prefix_err, partial_prefix_out, partial_prefix_err, extras,"
+     " id_key, id_prefix, base, budget, partials) -> (used, count, declined, packed)\n\n"
+     "decode_frames then encode_records (and the record ids) for the ordinary frames at the start of frames, without"
+     " a tuple per entry; declined: a frame or a size that needs the decoded way."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "_speedups", "C versions of frames.FrameDecoder.decode, jsonfile.encode_entries and RecordEncoder.encode_batch.",
+    PyModuleDef_HEAD_INIT, "_speedups", "C versions of frames.FrameDecoder.decode, jsonfile.encode_entries, RecordEncoder.encode_batch and encode_frames.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

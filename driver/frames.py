@@ -160,6 +160,11 @@ class FrameDecoder:
         self.counts = (out_lines, out_bytes, err_lines, err_bytes)
         return out, pos
 
+    def found_frames(self) -> None:
+        """Frames were read from the stream past where this decoder stopped, without it (the forward output's
+        direct batches): garbage after them is a new incident, as if it had read them itself."""
+        self._lost = False
+
     def _resync(self, buf: bytes, pos: int, final: bool) -> int:
         """Position of the next plausible frame after ``pos``; all bytes before it are counted as skipped."""
         if not self._lost:

@@ -50,6 +50,7 @@ from driver import speedups
 
 # Whether RecordEncoder packs in C (driver/speedups.py); the loop here is the reference.
 _encode_records = speedups.encode_records
+_encode_record_frames = speedups.encode_record_frames
 SPEEDUPS = _encode_records is not None
 
 DEFAULT_PORT = 24224
@@ -298,6 +299,8 @@ class RecordEncoder:
             self._prefix_for("stderr", True),
             self._extras,
         )
+        # encode_frames: the same per-container bytes, for journal frames straight to Entries (no scrub in C).
+        self._c_frames = _encode_record_frames if self._c_encode is not None and not self._scrub else None
 
     def _prefix_for(self, source: str, partial: bool) -> bytes:
         """Map header + container_id + container_name + source + the key "log", cached per source."""
@@ -374,6 +377,25 @@ class RecordEncoder:
                 tail = extras
             append(join((time_bytes, prefix, header, line, tail)))
         return out
+
+    @property
+    def encodes_frames(self) -> bool:
+        """Whether encode_frames packs in C (else it returns None: the caller decodes)."""
+        return self._c_frames is not None
+
+    def encode_frames(self, frames: bytes, budget: int, *, partials: bool = True, start: int = 0,
+                      id_prefix: str = "") -> tuple[int, int, bool, bytes] | None:
+        """Journal frames straight to packed Entries, in C: ``(used, count, declined, packed)`` for the ordinary
+        frames at the start of ``frames``, ``packed`` their Entries concatenated (at most ``budget`` bytes), each
+        exactly what ``encode_batch`` makes of ``FrameDecoder().decode(frames)``'s entries, with the record id
+        ``f"{id_prefix}{start + frame position:x}"`` when there is a record id key. It stops at the first frame that
+        is incomplete (``used`` is where it starts) or that needs the decoded way (``declined``; see _speedups.c:
+        garbage, a partial chunk unless ``partials``, more than ``budget``). None without C (or on the generic or
+        scrubbing path): the caller decodes."""
+        if self._c_frames is None:
+            return None
+        prefix = id_prefix.encode("utf-8", "surrogateescape") if self._id_key else b""
+        return self._c_frames(frames, *self._c_args, self._id_key, prefix, start, budget, partials)
 
     def _with_ids(self, entries: list[Entry], ids: Sequence[str]) -> list[bytes]:
         """Entries with the id pair as the map's last field (the cached map headers count it already)."""
@@ -482,6 +504,11 @@ class BatchBuilder:
         self._size = 0
 
     @property
+    def budget(self) -> int:
+        """The most bytes of packed Entries one frame holds (a longer Entry gets a frame of its own)."""
+        return self._budget
+
+    @property
     def pending_count(self) -> int:
         return len(self._parts)
 
@@ -520,13 +547,25 @@ class BatchBuilder:
         """The pending Entries as a frame, or None when there are none."""
         return self._finish() if self._parts else None
 
+    def frame_of(self, packed: bytes, count: int) -> Frame:
+        """The frame of ``count`` Entries already packed into one bytes of at most ``budget`` (as
+        RecordEncoder.encode_frames makes them): the same frame as adding them one by one and flushing."""
+        if self._parts:
+            raise ValueError("frame_of needs a builder with no pending Entries")
+        return self._frame((packed,), len(packed), count)
+
     def _finish(self) -> Frame:
+        frame = self._frame(self._parts, self._size, len(self._parts))
+        self._parts = []
+        self._size = 0
+        return frame
+
+    def _frame(self, parts: Sequence[bytes], size: int, count: int) -> Frame:
         chunk_id = self._chunk_ids() if self._require_ack else None
-        count = len(self._parts)
         if self._compress:
             data = packed_forward(
                 self.tag,
-                b"".join(self._parts),
+                b"".join(parts),
                 count,
                 chunk_id=chunk_id,
                 compress=True,
@@ -534,11 +573,9 @@ class BatchBuilder:
             )
         else:
             # One join straight into the frame: copying a megabyte twice shows in the profile.
-            head = b"\x93" + _pack_str(self.tag) + b"\xdb" + self._size.to_bytes(4, "big")
+            head = b"\x93" + _pack_str(self.tag) + b"\xdb" + size.to_bytes(4, "big")
             option = _pack_option({"size": count} if chunk_id is None else {"size": count, "chunk": chunk_id})
-            data = b"".join((head, *self._parts, option))
-        self._parts = []
-        self._size = 0
+            data = b"".join((head, *parts, option))
         return Frame(chunk_id, data, count)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from driver.journal import CursorStore, Journal
 from driver.outputs.acked import AckedOutput, Batch
 from driver.outputs.forward.client import ForwardClient, ForwardError, Unacked
-from driver.outputs.forward.codec import BatchBuilder, Frame, RecordEncoder
+from driver.outputs.forward.codec import BatchBuilder, Frame, RecordEncoder, new_chunk_id
 from driver.partials import merge_partials_at
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,10 @@ class ForwardSink(AckedOutput):
         self.wants_offsets = self.record_ids = record_ids
         self.compress = compress
         self.merge_max = merge_max  # join 16 KiB chunks up to this many bytes; None: send chunks as they are
+        self.chunk_ids = new_chunk_id  # a test gives its own, to compare frames
+        # Batches packed in C straight from the frames when the encoder can (else, or False, the decoded way).
+        self.direct = self.encoder.encodes_frames
+        self._id_prefix = f"{container_id[:12]}-"  # + the entry's journal offset in hex: its record id
         self._last_complaint = 0.0
 
     async def _send(self, batch: _Batch):
@@ -118,19 +122,50 @@ class ForwardSink(AckedOutput):
             log.warning("forwarding failed; lines wait in the journal",
                         extra={"sink": NAME, "container": self.container_id[:12], "error": str(exc)})
 
+    def _direct_batch(self, start: int, limit: int) -> _Batch | None:
+        """The batch packed in C straight from the journal's frames: the records the decoded way makes of them
+        (tests/unit/test_forward_frames_c.py) without a tuple per line (worker thread). It ends before the first
+        frame C leaves to the decoder (garbage, an empty or unusual frame, a chunk to join, a torn tail), which
+        starts the next batch, taken the decoded way; None (read_frames then _batch) when that frame is the
+        first, or without C."""
+        if not self.direct:
+            return None
+        data = self.journal.read(start, limit)
+        builder = self._builder()
+        view = memoryview(data)
+        frames: list[Frame] = []
+        pos = lines = 0
+        while pos < len(data):
+            used, count, declined, packed = self.encoder.encode_frames(
+                view[pos:], builder.budget, partials=not self.merge_max, start=start + pos, id_prefix=self._id_prefix)
+            if not count:
+                break
+            frames.append(builder.frame_of(packed, count))  # a frame full (declined), or all the frames there are
+            pos += used
+            lines += count
+            if not declined:
+                break  # the end, or a frame still being written
+        if not frames:
+            return None
+        self.decoder.found_frames()  # as if it had read them: garbage after them is a new incident
+        return _Batch(start, start + pos, lines, frames)
+
     def _batch(self, start: int, end: int, entries: list[tuple], offsets: list[int] | None) -> _Batch:
         """Encode entries into PackedForward frames (worker thread)."""
         lines = len(entries)  # counted in lines (as received), whatever merging does to records
         if self.merge_max:
             entries, offsets = merge_partials_at(entries, offsets, self.merge_max)
-        builder = BatchBuilder(self.tag, compress=self.compress)
+        builder = self._builder()
         # An entry's journal offset names it whatever batch it travels in (a resend starts with a smaller one).
-        ids = [f"{self.container_id[:12]}-{at:x}" for at in offsets] if offsets is not None else None
+        ids = [f"{self._id_prefix}{at:x}" for at in offsets] if offsets is not None else None
         frames = builder.extend(self.encoder.encode_batch(entries, ids))
         last = builder.flush()
         if last is not None:
             frames.append(last)
         return _Batch(start, end, lines, frames)
+
+    def _builder(self) -> BatchBuilder:
+        return BatchBuilder(self.tag, compress=self.compress, chunk_ids=self.chunk_ids)
 
     async def aclose(self) -> None:
         await self.client.close()
