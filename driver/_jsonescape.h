@@ -72,6 +72,36 @@ escape_into(uint8_t *o, const uint8_t *s, Py_ssize_t n)
     return o;
 }
 
+/* The length escape_into writes for s[:n] (an exact-size buffer can be allocated before writing). */
+static Py_ssize_t
+escaped_len(const uint8_t *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, out = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (copy_as_is[c]) {
+            out++;
+            i++;
+        } else if (c < 0x80) {
+            out += (c == '"' || c == '\\' || c == '\n' || c == '\r') ? 2 : 6;
+            i++;
+        } else {
+            Py_ssize_t k = utf8_seq(s + i, n - i);
+            if (k == 0) {
+                out += 6;
+                i++;
+            } else if (k == 3 && c == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9)) {
+                out += 6;
+                i += 3;
+            } else {
+                out += k;
+                i += k;
+            }
+        }
+    }
+    return out;
+}
+
 static void
 jsonescape_init(void)
 {

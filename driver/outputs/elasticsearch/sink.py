@@ -114,6 +114,17 @@ class EsSink(AckedOutput):
         return _Batch(start, end, lines, Part(docs, self.stats, urgent=self.sealed or end < self.journal.end,
                                               lines=joined))
 
+    def _direct_batch(self, start: int, limit: int) -> _Batch | None:
+        """The batch encoded in C straight from the journal's frames up to the first one that needs the decoded
+        way (a chunk to join, garbage) or is not all there yet (worker thread); None: the decoded way."""
+        data = self.journal.read(start, limit)
+        got = self.template.frames_documents(data, start) if data else None
+        if got is None or not got[0]:
+            return None
+        used, docs = got
+        end = start + used
+        return _Batch(start, end, len(docs), Part(docs, self.stats, urgent=self.sealed or end < self.journal.end))
+
     async def aclose(self) -> None:
         """The batcher is shared: it closes when its last sink lets go of it."""
         self.batcher.forget(self.stats)
