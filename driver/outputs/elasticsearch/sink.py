@@ -11,6 +11,10 @@ A live container's lines gather for up to GATHER_SECONDS before a batch is taken
 already (then the next one is read ahead while this one travels): a batch's fixed cost then spreads over
 thousands of lines instead of the few that arrived since the last one.
 
+Ordinary frames go straight to one bulk body in C (``_direct_batch``: no tuple, no bytes object per line); from
+the first frame that needs more (a chunk to join, garbage) a batch goes the decoded way, which writes the same
+bytes (tests/unit/test_es_frames_c.py).
+
 16 KiB chunks are joined into one message up to ``es-max-message-size``; a joined line keeps its first chunk's
 journal offset, in its id and in ``event.sequence``. Counts are in lines as received (a joined line counts its
 chunks), so ``acked + dropped = received`` holds per output as for forward.
