@@ -16,7 +16,7 @@ deps: ## install the Debian packages the tests and the demo need (root)
 # setup.py builds driver/_speedups.c and the outputs' C modules (forward/_entries.c, loki/_encode.c,
 # elasticsearch/_encode.c): an editable install compiles them in place
 $(STAMP): pyproject.toml setup.py driver/_speedups.c driver/outputs/forward/_entries.c driver/outputs/loki/_encode.c \
-		driver/outputs/elasticsearch/_encode.c driver/_logentry.h
+		driver/outputs/elasticsearch/_encode.c driver/_logentry.h driver/_jsonescape.h
 	python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)

@@ -13,7 +13,7 @@ setup(
         Extension(
             "driver._speedups",
             ["driver/_speedups.c"],
-            depends=["driver/_logentry.h"],
+            depends=["driver/_logentry.h", "driver/_jsonescape.h"],
             py_limited_api=True,
             optional=True,
             extra_compile_args=["-O2"],
@@ -36,6 +36,7 @@ setup(
         Extension(
             "driver.outputs.elasticsearch._encode",
             ["driver/outputs/elasticsearch/_encode.c"],
+            depends=["driver/_logentry.h", "driver/_jsonescape.h"],
             py_limited_api=True,
             optional=True,
             extra_compile_args=["-O2"],

@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "_logentry.h"
+#include "_jsonescape.h"
 
 #define NS 1000000000LL
 
@@ -180,70 +181,6 @@ decode_frames(PyObject *Py_UNUSED(self), PyObject *args)
 /* ------------------------------------------------------------------------------------------------------- */
 /* json-file lines */
 
-/* Printable ASCII that ffjson copies as is: everything from 0x20 to 0x7f except " & < > \ */
-static uint8_t copy_as_is[256];
-static const char hexdigits[] = "0123456789abcdef";
-
-/* The JSON string body dockerd writes for s[:n]; out must hold 6 * n bytes. */
-static uint8_t *
-escape_into(uint8_t *o, const uint8_t *s, Py_ssize_t n)
-{
-    Py_ssize_t i = 0;
-    while (i < n) {
-        Py_ssize_t run = i;
-        while (run < n && copy_as_is[s[run]])
-            run++;
-        if (run > i) {
-            memcpy(o, s + i, run - i);
-            o += run - i;
-            i = run;
-            if (i >= n)
-                break;
-        }
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            *o++ = '\\';
-            switch (c) {
-            case '"':
-                *o++ = '"';
-                break;
-            case '\\':
-                *o++ = '\\';
-                break;
-            case '\n':
-                *o++ = 'n';
-                break;
-            case '\r':
-                *o++ = 'r';
-                break;
-            default: /* other controls, < > & */
-                *o++ = 'u';
-                *o++ = '0';
-                *o++ = '0';
-                *o++ = hexdigits[c >> 4];
-                *o++ = hexdigits[c & 0xF];
-            }
-            i++;
-            continue;
-        }
-        Py_ssize_t k = utf8_seq(s + i, n - i);
-        if (k == 0) {
-            memcpy(o, "\\ufffd", 6);
-            o += 6;
-            i++;
-        } else if (k == 3 && c == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9)) {
-            memcpy(o, "\\u202", 5);
-            o[5] = s[i + 2] == 0xA8 ? '8' : '9';
-            o += 6;
-            i += 3;
-        } else {
-            memcpy(o, s + i, k);
-            o += k;
-            i += k;
-        }
-    }
-    return o;
-}
 
 static inline char *
 put2(char *o, int v)
@@ -798,8 +735,7 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    for (int c = 0x20; c <= 0x7F; c++)
-        copy_as_is[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&';
+    jsonescape_init();
     if (str_stdout == NULL) {
         str_stdout = PyUnicode_InternFromString("stdout");
         str_stderr = PyUnicode_InternFromString("stderr");

@@ -11,6 +11,19 @@
  *     exactly as DocumentTemplate.documents_pure writes it (`[offset '"']` only with with_ids). Stops at the
  *     first entry it does not take: `next` is its index (start: none taken), and the Python reference does
  *     that one, so nothing here has to guess about escaping.
+ *
+ * encode_frames(frames, base, out_head, out_tail, err_head, err_tail, with_ids, sec_lo, sec_hi)
+ *         -> (used, body, ends, declined, next_time)
+ *     The same documents straight from journal frames (`base`: the journal offset of frames[0]), as one _bulk
+ *     body: no 7-tuple, no bytes object per line (decoding and the per-document objects were most of the
+ *     output's CPU). Frames are parsed by driver/_logentry.h as decode_frames parses them, and lines escaped by
+ *     driver/_jsonescape.h as json-file's escaper does. Each entry's head and tail are its source's (they are
+ *     the same for every entry of one source whose second is in [sec_lo, sec_hi)). It stops at the first frame
+ *     that is incomplete (used: where it starts), whose time is outside the window (next_time: that time, else
+ *     -1; the caller asks again with that hour's heads and tails), or that FrameDecoder must handle (garbage, an
+ *     empty frame, a partial chunk to join, a time before 1970: declined True). ends: each document's end in
+ *     body, native uint64s (memoryview.cast("Q")), so one document can still be cut out for a retry or a 413.
+ *     Exact size: one pass measures, the second writes into the body.
  * Limited API (abi3), like driver/_speedups.c.
  */
 #define Py_LIMITED_API 0x030B0000
@@ -20,16 +33,8 @@
 #include <stdint.h>
 #include <string.h>
 
-/* driver/jsonfile.py _COPY_AS_IS: 0x20-0x7f except " & < > \ */
-static unsigned char safe[256];
-
-static void
-init_safe(void)
-{
-    for (int c = 0x20; c <= 0x7f; c++)
-        safe[c] = 1;
-    safe['"'] = safe['&'] = safe['<'] = safe['>'] = safe['\\'] = 0;
-}
+#include "../../_logentry.h"
+#include "../../_jsonescape.h"
 
 static inline char *
 put_uint(char *p, uint64_t v)
@@ -91,6 +96,38 @@ second_prefix(int64_t sec, char out[19])
 static const char MID[] = "}}\n{\"@timestamp\":\"";
 static const char SEQ[] = "Z\",\"event\":{\"sequence\":";
 static const char MSG[] = "},\"message\":\"";
+
+static inline size_t
+uint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* The part of a document after the head (and the id's offset): up to the escaped message. */
+static inline char *
+put_middle(char *p, const char second[19], long long ns, uint64_t at)
+{
+    memcpy(p, MID, sizeof(MID) - 1);
+    p += sizeof(MID) - 1;
+    memcpy(p, second, 19);
+    p += 19;
+    *p++ = '.';
+    for (int d = 8; d >= 0; d--) {
+        p[d] = (char)('0' + ns % 10);
+        ns /= 10;
+    }
+    p += 9;
+    memcpy(p, SEQ, sizeof(SEQ) - 1);
+    p += sizeof(SEQ) - 1;
+    p = put_uint(p, at);
+    memcpy(p, MSG, sizeof(MSG) - 1);
+    return p + sizeof(MSG) - 1;
+}
 
 static PyObject *
 encode_documents(PyObject *self, PyObject *args)
@@ -159,7 +196,7 @@ encode_documents(PyObject *self, PyObject *args)
         if (PyBytes_AsStringAndSize(line, &text, &len) < 0)
             goto fail;
         Py_ssize_t k = 0;
-        while (k < len && safe[(unsigned char)text[k]])
+        while (k < len && copy_as_is[(unsigned char)text[k]])
             k++;
         if (k != len)
             break;
@@ -185,21 +222,7 @@ encode_documents(PyObject *self, PyObject *args)
             p = put_uint(p, (uint64_t)at);
             *p++ = '"';
         }
-        memcpy(p, MID, sizeof(MID) - 1);
-        p += sizeof(MID) - 1;
-        memcpy(p, second, 19);
-        p += 19;
-        *p++ = '.';
-        for (int d = 8; d >= 0; d--) {
-            p[d] = (char)('0' + ns % 10);
-            ns /= 10;
-        }
-        p += 9;
-        memcpy(p, SEQ, sizeof(SEQ) - 1);
-        p += sizeof(SEQ) - 1;
-        p = put_uint(p, (uint64_t)at);
-        memcpy(p, MSG, sizeof(MSG) - 1);
-        p += sizeof(MSG) - 1;
+        p = put_middle(p, second, ns, (uint64_t)at);
         memcpy(p, text, (size_t)len);
         p += len;
         memcpy(p, tail, (size_t)tail_len);
@@ -220,9 +243,128 @@ fail:
     return NULL;
 }
 
+/* One frame's entry as the first pass of encode_frames keeps it for the second. */
+typedef struct {
+    const uint8_t *line;
+    Py_ssize_t line_len, escaped;
+    int64_t time_nano;
+    uint64_t at;
+    int source;
+} doc_t;
+
+static PyObject *
+encode_frames(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer data, heads[2], tails[2];
+    long long base, sec_lo, sec_hi;
+    int with_ids;
+    if (!PyArg_ParseTuple(args, "y*Ly*y*y*y*pLL", &data, &base, &heads[0], &tails[0], &heads[1], &tails[1],
+                          &with_ids, &sec_lo, &sec_hi))
+        return NULL;
+    PyObject *result = NULL, *body = NULL, *ends = NULL;
+    const uint8_t *b = (const uint8_t *)data.buf;
+    Py_ssize_t end = data.len, pos = 0, n = 0, cap = 0;
+    doc_t *docs = NULL;
+    int declined = 0;
+    long long next_time = -1;
+    size_t total = 0;
+    entry_t e;
+    if (base < 0) {
+        PyErr_SetString(PyExc_ValueError, "base must be >= 0");
+        goto done;
+    }
+    /* first pass: parse, keep, measure */
+    while (end - pos >= 4) {
+        uint32_t length = frame_length(b + pos);
+        if ((Py_ssize_t)length > end - pos - 4 && length <= MAX_FRAME)
+            break; /* the rest of this frame is not in the journal yet */
+        if (length == 0 || length > MAX_FRAME || !parse_entry(b + pos + 4, b + pos + 4 + length, &e) || e.partial
+            || e.time_nano < 0) {
+            declined = 1; /* garbage, an empty frame, a chunk to join, a time before 1970: FrameDecoder's way */
+            break;
+        }
+        long long sec = e.time_nano / 1000000000LL;
+        if (sec < sec_lo || sec >= sec_hi) {
+            next_time = e.time_nano; /* another hour: maybe another target */
+            break;
+        }
+        if (n == cap) {
+            Py_ssize_t more = cap ? cap * 2 : 1024;
+            doc_t *p = PyMem_Realloc(docs, (size_t)more * sizeof(doc_t));
+            if (!p) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            docs = p;
+            cap = more;
+        }
+        doc_t *d = &docs[n++];
+        d->line = e.line;
+        d->line_len = e.line_len;
+        d->escaped = escaped_len(e.line, e.line_len);
+        d->time_nano = e.time_nano;
+        d->at = (uint64_t)base + (uint64_t)pos;
+        d->source = e.source;
+        size_t digits = uint_len(d->at);
+        total += (size_t)heads[e.source].len + (with_ids ? digits + 1 : 0) + sizeof(MID) - 1 + 19 + 10
+                 + sizeof(SEQ) - 1 + digits + sizeof(MSG) - 1 + (size_t)d->escaped + (size_t)tails[e.source].len;
+        pos += 4 + (Py_ssize_t)length;
+    }
+    if (total > (size_t)PY_SSIZE_T_MAX) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    body = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    ends = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(uint64_t));
+    if (!body || !ends)
+        goto done;
+    /* second pass: write */
+    char *out = PyBytes_AsString(body), *start = out;
+    uint64_t *ends_at = (uint64_t *)PyBytes_AsString(ends);
+    char second[19];
+    long long prev_sec = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        doc_t *d = &docs[i];
+        long long sec = d->time_nano / 1000000000LL;
+        if (sec != prev_sec) {
+            second_prefix(sec, second);
+            prev_sec = sec;
+        }
+        memcpy(out, heads[d->source].buf, (size_t)heads[d->source].len);
+        out += heads[d->source].len;
+        if (with_ids) {
+            out = put_uint(out, d->at);
+            *out++ = '"';
+        }
+        out = put_middle(out, second, d->time_nano % 1000000000LL, d->at);
+        if (d->escaped == d->line_len) { /* nothing to escape (same length means no escape: each is longer) */
+            memcpy(out, d->line, (size_t)d->line_len);
+            out += d->line_len;
+        } else {
+            out = (char *)escape_into((uint8_t *)out, d->line, d->line_len);
+        }
+        memcpy(out, tails[d->source].buf, (size_t)tails[d->source].len);
+        out += tails[d->source].len;
+        ends_at[i] = (uint64_t)(out - start);
+    }
+    result = Py_BuildValue("(nOOOL)", pos, body, ends, declined ? Py_True : Py_False, next_time);
+done:
+    Py_XDECREF(body);
+    Py_XDECREF(ends);
+    PyMem_Free(docs);
+    PyBuffer_Release(&data);
+    for (int k = 0; k < 2; k++) {
+        PyBuffer_Release(&heads[k]);
+        PyBuffer_Release(&tails[k]);
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encode_documents", encode_documents, METH_VARARGS,
      "Elasticsearch documents for a run of entries of one source and hour (see the module comment)."},
+    {"encode_frames", encode_frames, METH_VARARGS,
+     "A _bulk body and its documents' ends straight from journal frames of one hour (see the module comment)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -231,6 +373,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_encode", NULL, -1, 
 PyMODINIT_FUNC
 PyInit__encode(void)
 {
-    init_safe();
+    jsonescape_init();
     return PyModule_Create(&module);
 }

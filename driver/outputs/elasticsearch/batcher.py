@@ -54,7 +54,7 @@ class Settled:
 class Part:
     """One sink's documents for the bulk requests."""
 
-    docs: list[bytes]
+    docs: codec.Documents  # a list of documents is made one in __post_init__
     stats: EsStats
     urgent: bool = False
     lines: list[int] | None = None  # lines each document stands for (joined chunks); None: one each
@@ -65,8 +65,10 @@ class Part:
     settled: Settled = field(default_factory=Settled)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.docs, codec.Documents):
+            self.docs = codec.Documents.of(self.docs)
         if not self.size:
-            self.size = sum(len(d) for d in self.docs)
+            self.size = len(self.docs.body)
 
 
 class Batcher:
@@ -190,13 +192,13 @@ class Batcher:
         requests: list[list[tuple[Part, list[int]]]] = [[]]
         size = 0
         for part, indexes in groups:
-            n = part.size if len(indexes) == len(part.docs) else sum(len(part.docs[i]) for i in indexes)
+            n = part.size if len(indexes) == len(part.docs) else sum(map(part.docs.size, indexes))
             if size + n <= self.bulk_bytes:
                 requests[-1].append((part, indexes))
                 size += n
                 continue
             for i in indexes:  # over the room left: document by document
-                d = len(part.docs[i])
+                d = part.docs.size(i)
                 if requests[-1] and size + d > self.bulk_bytes:
                     requests.append([])
                     size = 0
@@ -212,7 +214,7 @@ class Batcher:
         return answered
 
     async def _request(self, groups: list[tuple[Part, list[int]]]) -> bool:
-        body = b"".join(b"".join(p.docs) if len(indexes) == len(p.docs) else b"".join(p.docs[i] for i in indexes)
+        body = b"".join(p.docs.body if len(indexes) == len(p.docs) else p.docs.joined(indexes)
                         for p, indexes in groups)
         count = sum(len(indexes) for _, indexes in groups)
         result = await self.client.bulk(body, count)

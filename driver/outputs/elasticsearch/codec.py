@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from driver import speedups
 from driver.jsonfile import _COPY_AS_IS, _second_prefix, escape_log
 from driver.outputs.elasticsearch.formats import DatedName
 
 _encode_documents = speedups.encode_es_documents  # None: not built, or LOGBRIDGE_PURE
+_encode_frames = speedups.encode_es_frames
 
 CONTENT_TYPE = "application/x-ndjson"
 FILTER_PATH = "errors,items.*.status,items.*.error"
@@ -64,6 +66,55 @@ def data_stream_fields(target: str) -> dict[str, str] | None:
 
 def _json(value) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+class Documents(Sequence[bytes]):
+    """Documents as one ``_bulk`` body and each one's end in it: a whole part is sent as it is (no join, no bytes
+    object per line), and one document or a run of them can still be cut out (a retry of some items, a 413)."""
+
+    __slots__ = ("body", "ends")
+
+    def __init__(self, body: bytes, ends: Sequence[int]) -> None:
+        self.body = body
+        self.ends = ends  # ends[i]: where document i ends in body
+
+    @classmethod
+    def of(cls, docs: Iterable[bytes]) -> Documents:
+        docs = list(docs)
+        return cls(b"".join(docs), list(accumulate(map(len, docs))))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def _span(self, i: int) -> tuple[int, int]:
+        if i < 0:
+            i += len(self.ends)
+        if not 0 <= i < len(self.ends):
+            raise IndexError(i)
+        return (self.ends[i - 1] if i else 0), self.ends[i]
+
+    def __getitem__(self, i: int) -> bytes:  # type: ignore[override]  # no slices: nothing asks for them
+        start, end = self._span(i)
+        return self.body[start:end]
+
+    def size(self, i: int) -> int:
+        start, end = self._span(i)
+        return end - start
+
+    def joined(self, indexes: Iterable[int]) -> bytes:
+        """The body of these documents (ascending indexes): one slice per run of consecutive ones."""
+        pieces: list[bytes] = []
+        run_start = run_end = -1
+        for i in indexes:
+            start, end = self._span(i)
+            if start != run_end:
+                if run_end >= 0:
+                    pieces.append(self.body[run_start:run_end])
+                run_start = start
+            run_end = end
+        if run_end >= 0:
+            pieces.append(self.body[run_start:run_end])
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 @dataclass
@@ -123,6 +174,44 @@ class DocumentTemplate:
             out += self.documents_pure(entries[i:i + 1], offsets[i:i + 1])  # one the C encoder leaves to Python
             i += 1
         return out
+
+    def frames_documents(self, frames: bytes, base: int) -> tuple[int, Documents] | None:
+        """``documents`` straight from journal frames (``base``: the journal offset of ``frames[0]``), in C:
+        (bytes used, the documents of the frames in them), for the ordinary frames at the start of ``frames``
+        (_encode.c's encode_frames: it leaves garbage, chunks to join and times before 1970 to the decoded way,
+        and stops at an incomplete frame). None without the C module: the caller decodes the frames and calls
+        ``documents``, the reference this is tested against."""
+        if _encode_frames is None:
+            return None
+        ids = self.id_prefix is not None
+        view = memoryview(frames)
+        used, next_time = 0, -1
+        pieces: list[tuple[bytes, memoryview]] = []
+        while True:
+            if next_time < 0:  # an empty window: only finds the first frame's time
+                head_out = tail_out = head_err = tail_err = b""
+                lo = hi = 0
+            else:  # one hour: every target and format is the same within it
+                head_out, tail_out = self._parts(next_time, "stdout")
+                head_err, tail_err = self._parts(next_time, "stderr")
+                lo = next_time // 1_000_000_000 // 3600 * 3600
+                hi = lo + 3600
+            took, body, ends, _declined, next_time = _encode_frames(view[used:], base + used, head_out, tail_out,
+                                                                     head_err, tail_err, ids, lo, hi)
+            if took:
+                pieces.append((body, memoryview(ends).cast("Q")))
+                used += took
+            if next_time < 0:
+                break
+        if len(pieces) == 1:
+            return used, Documents(*pieces[0])
+        # Across an hour (or nothing): the rare case, joined once.
+        ends_all: list[int] = []
+        at = 0
+        for body, ends in pieces:
+            ends_all += [at + e for e in ends]
+            at += len(body)
+        return used, Documents(b"".join(body for body, _ in pieces), ends_all)
 
     def documents_pure(self, entries: list[tuple], offsets: list[int]) -> list[bytes]:
         """``documents`` in Python: the reference for the C encoder, and what runs without it. Each (target,

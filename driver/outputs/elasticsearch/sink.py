@@ -11,6 +11,10 @@ A live container's lines gather for up to GATHER_SECONDS before a batch is taken
 already (then the next one is read ahead while this one travels): a batch's fixed cost then spreads over
 thousands of lines instead of the few that arrived since the last one.
 
+Ordinary frames go straight to one bulk body in C (``_direct_batch``: no tuple, no bytes object per line); from
+the first frame that needs more (a chunk to join, garbage) a batch goes the decoded way, which writes the same
+bytes (tests/unit/test_es_frames_c.py).
+
 16 KiB chunks are joined into one message up to ``es-max-message-size``; a joined line keeps its first chunk's
 journal offset, in its id and in ``event.sequence``. Counts are in lines as received (a joined line counts its
 chunks), so ``acked + dropped = received`` holds per output as for forward.
@@ -113,6 +117,17 @@ class EsSink(AckedOutput):
         joined = chunks if len(docs) < lines else None  # counts stay in lines, as received
         return _Batch(start, end, lines, Part(docs, self.stats, urgent=self.sealed or end < self.journal.end,
                                               lines=joined))
+
+    def _direct_batch(self, start: int, limit: int) -> _Batch | None:
+        """The batch encoded in C straight from the journal's frames up to the first one that needs the decoded
+        way (a chunk to join, garbage) or is not all there yet (worker thread); None: the decoded way."""
+        data = self.journal.read(start, limit)
+        got = self.template.frames_documents(data, start) if data else None
+        if got is None or not got[0]:
+            return None
+        used, docs = got
+        end = start + used
+        return _Batch(start, end, len(docs), Part(docs, self.stats, urgent=self.sealed or end < self.journal.end))
 
     async def aclose(self) -> None:
         """The batcher is shared: it closes when its last sink lets go of it."""
