@@ -31,7 +31,9 @@ def entry(fdp, odd: bool = True, max_line: int = 300, time_of=None, line_of=None
     line = line_of(fdp, max_line) if line_of else fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, max_line))
     partial = fdp.ConsumeBool()
     if partial:
-        e = (source, t, line, True, fdp.ConsumeBool(), fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 12)),
+        # The decoder takes a chunk's id as strict UTF-8: a lone surrogate in one is an odd entry.
+        carve_id = fdp.ConsumeUnicode if odd else fdp.ConsumeUnicodeNoSurrogates
+        e = (source, t, line, True, fdp.ConsumeBool(), carve_id(fdp.ConsumeIntInRange(0, 12)),
              fdp.ConsumeIntInRange(-(2**31), 2**31 - 1))
     else:
         e = (source, t, line, False, False, "", 0)
