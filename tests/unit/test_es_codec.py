@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from driver.outputs.elasticsearch import codec, formats
 from driver.outputs.elasticsearch.codec import DocumentTemplate, container_fields, parse_bulk_response, split_image
@@ -171,3 +173,26 @@ def test_percent_signs_in_names_fields_and_messages_are_kept_as_they_are():
     assert action["create"]["pipeline"] == "p%d-0.1.0" and action["create"]["_id"].endswith("-3")
     assert source["message"] == "50% done %s %d" and source["container"]["name"] == "w%s"
     assert source["container"]["labels"] == {"x": "100%"}
+
+
+# ---- Documents: cutting a part's body at a request's end ---------------------------------------------------------
+@given(st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=30), st.data())
+def test_documents_cut_where_one_by_one_would(docs, data):
+    """What a request takes of a part larger than its room (a run of documents, or the ones a retry left) is what
+    taking them one by one gives, and the body cut out is theirs, in order."""
+    d = codec.Documents.of(docs)
+    indexes = sorted(data.draw(st.sets(st.integers(0, len(docs) - 1), min_size=1)))
+    if data.draw(st.booleans()):  # a run, as when a whole part is cut
+        first = data.draw(st.integers(0, len(docs) - 1))
+        indexes = list(range(first, data.draw(st.integers(first, len(docs) - 1)) + 1))
+    at = data.draw(st.integers(0, len(indexes) - 1))
+    room = data.draw(st.integers(-5, 400))
+    one_by_one, left = 0, room
+    for i in indexes[at:]:
+        left -= len(docs[i])
+        if left < 0:
+            break
+        one_by_one += 1
+    assert d.fitting(indexes, at, room) == one_by_one
+    assert d.span_size(indexes) == sum(len(docs[i]) for i in indexes)
+    assert d.joined(indexes) == b"".join(docs[i] for i in indexes)

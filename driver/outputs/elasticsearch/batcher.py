@@ -192,21 +192,24 @@ class Batcher:
         requests: list[list[tuple[Part, list[int]]]] = [[]]
         size = 0
         for part, indexes in groups:
-            n = part.size if len(indexes) == len(part.docs) else sum(map(part.docs.size, indexes))
+            n = part.size if len(indexes) == len(part.docs) else part.docs.span_size(indexes)
             if size + n <= self.bulk_bytes:
                 requests[-1].append((part, indexes))
                 size += n
                 continue
-            for i in indexes:  # over the room left: document by document
-                d = part.docs.size(i)
-                if requests[-1] and size + d > self.bulk_bytes:
-                    requests.append([])
-                    size = 0
-                if requests[-1] and requests[-1][-1][0] is part:
-                    requests[-1][-1][1].append(i)
-                else:
-                    requests[-1].append((part, [i]))
-                size += d
+            at = 0
+            while at < len(indexes):  # over the room left: as many documents as fit, then a new request
+                taken = part.docs.fitting(indexes, at, self.bulk_bytes - size)
+                if not taken:
+                    if requests[-1]:
+                        requests.append([])
+                        size = 0
+                        continue
+                    taken = 1  # one document over the limit goes alone (its 413 makes it final)
+                run = indexes[at:at + taken]
+                requests[-1].append((part, run))
+                size += part.docs.span_size(run)
+                at += taken
         answered = True
         for request in requests:
             if request:

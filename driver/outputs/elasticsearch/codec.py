@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -101,8 +102,33 @@ class Documents(Sequence[bytes]):
         start, end = self._span(i)
         return end - start
 
-    def joined(self, indexes: Iterable[int]) -> bytes:
+    def fitting(self, indexes: Sequence[int], at: int, room: int) -> int:
+        """How many of ``indexes[at:]`` (ascending) fit in ``room`` bytes, taken in order: a bisection of ``ends`` when
+        they are consecutive (a part cut at a request's end), else one by one (a retry of some items)."""
+        first = indexes[at]
+        count = len(indexes) - at
+        if indexes[-1] - first + 1 == count:
+            base = self.ends[first - 1] if first else 0
+            return bisect_right(self.ends, base + room, first, first + count) - first
+        taken = 0
+        for i in indexes[at:]:
+            room -= self.size(i)
+            if room < 0:
+                break
+            taken += 1
+        return taken
+
+    def span_size(self, indexes: Sequence[int]) -> int:
+        """The bytes of these documents (ascending indexes)."""
+        if indexes and indexes[-1] - indexes[0] + 1 == len(indexes):
+            return self.ends[indexes[-1]] - (self.ends[indexes[0] - 1] if indexes[0] else 0)
+        return sum(map(self.size, indexes))
+
+    def joined(self, indexes: Sequence[int]) -> bytes:
         """The body of these documents (ascending indexes): one slice per run of consecutive ones."""
+        if indexes and indexes[-1] - indexes[0] + 1 == len(indexes):  # one run: no loop per document
+            start = self.ends[indexes[0] - 1] if indexes[0] else 0
+            return self.body[start:self.ends[indexes[-1]]]
         pieces: list[bytes] = []
         run_start = run_end = -1
         for i in indexes:
