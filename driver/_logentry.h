@@ -203,4 +203,22 @@ parse_entry(const uint8_t *p, const uint8_t *end, entry_t *e)
     return e->source != SOURCE_NONE;
 }
 
+/* The frame at b[pos, end) as the direct encoders walk a journal: 1 with its entry in *e and its payload length in
+ * *length; 0 when the rest of it is not in the journal yet (the walk stops there, nothing declined); -1 when it is
+ * FrameDecoder's to read (garbage, an empty frame, an entry this parser is not certain upb reads the same way).
+ * Each encoder's own rules (chunks to join, times) come after. */
+static inline int
+next_frame(const uint8_t *b, Py_ssize_t pos, Py_ssize_t end, entry_t *e, uint32_t *length)
+{
+    if (end - pos < 4)
+        return 0;
+    uint32_t n = frame_length(b + pos);
+    if ((Py_ssize_t)n > end - pos - 4 && n <= MAX_FRAME)
+        return 0;
+    if (n == 0 || n > MAX_FRAME || !parse_entry(b + pos + 4, b + pos + 4 + n, e))
+        return -1;
+    *length = n;
+    return 1;
+}
+
 #endif

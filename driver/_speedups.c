@@ -404,6 +404,21 @@ put_be32(uint8_t *o, uint32_t v)
     return o + 4;
 }
 
+/* An Entry's head: the [time, record] array and the time, as an EventTime or as integer seconds. */
+static inline uint8_t *
+put_entry_head(uint8_t *o, int event_time, uint32_t sec, uint32_t nsec)
+{
+    *o++ = 0x92; /* [time, record] */
+    if (event_time) {
+        *o++ = 0xD7; /* fixext 8, type 0: EventTime */
+        *o++ = 0x00;
+        o = put_be32(o, sec);
+        return put_be32(o, nsec);
+    }
+    *o++ = 0xCE; /* uint32 */
+    return put_be32(o, sec);
+}
+
 /* The size of codec._str_header(n); n < 2**32. */
 static inline Py_ssize_t
 str_header_len(Py_ssize_t n)
@@ -542,16 +557,7 @@ encode_records(PyObject *Py_UNUSED(self), PyObject *args)
         uint8_t *o = (uint8_t *)PyBytes_AsString(b);
         if (o == NULL)
             goto error;
-        *o++ = 0x92; /* [time, record] */
-        if (event_time) {
-            *o++ = 0xD7; /* fixext 8, type 0: EventTime */
-            *o++ = 0x00;
-            o = put_be32(o, sec);
-            o = put_be32(o, nsec);
-        } else {
-            *o++ = 0xCE; /* uint32 */
-            o = put_be32(o, sec);
-        }
+        o = put_entry_head(o, event_time, sec, nsec);
         o = put(o, pfx[p][s], pfx_len[p][s]);
         o = put_str_header(o, line_len);
         o = put(o, line_buf, line_len);
@@ -615,12 +621,12 @@ encode_record_frames(PyObject *Py_UNUSED(self), PyObject *args)
     int declined = 0;
     PyObject *result = NULL;
     entry_t e;
-    while (end - pos >= 4) {
-        uint32_t length = frame_length(b + pos);
-        if ((Py_ssize_t)length > end - pos - 4 && length <= MAX_FRAME)
+    for (;;) {
+        uint32_t length;
+        int got = next_frame(b, pos, end, &e, &length);
+        if (got == 0)
             break; /* the rest of this frame is not in the journal yet */
-        if (length == 0 || length > MAX_FRAME || !parse_entry(b + pos + 4, b + pos + 4 + length, &e)
-            || (e.partial && !partials)) {
+        if (got < 0 || (e.partial && !partials)) {
             declined = 1; /* garbage, an empty frame, an entry upb must read, a chunk to join: FrameDecoder's way */
             break;
         }
@@ -660,16 +666,7 @@ encode_record_frames(PyObject *Py_UNUSED(self), PyObject *args)
             cap = ncap;
         }
         uint8_t *o = out + size;
-        *o++ = 0x92; /* [time, record] */
-        if (event_time) {
-            *o++ = 0xD7; /* fixext 8, type 0: EventTime */
-            *o++ = 0x00;
-            o = put_be32(o, sec);
-            o = put_be32(o, nsec);
-        } else {
-            *o++ = 0xCE; /* uint32 */
-            o = put_be32(o, sec);
-        }
+        o = put_entry_head(o, event_time, sec, nsec);
         o = put(o, pfx[p][s], pfx_len[p][s]);
         o = put_str_header(o, e.line_len);
         o = put(o, e.line, e.line_len);

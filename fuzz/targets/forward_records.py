@@ -70,11 +70,7 @@ def journal_stream(fdp) -> bytes:
     pieces = []
     for _ in range(fdp.ConsumeIntInRange(0, 16)):
         if fdp.ConsumeIntInRange(0, 3):
-            e = inputs.entry(fdp, odd=False)
-            try:
-                pieces.append(encode_entry(e))
-            except (ValueError, UnicodeError):  # a partial id with a surrogate: no frame can carry it
-                pass
+            pieces.append(encode_entry(inputs.entry(fdp, odd=False)))
         else:
             pieces.append(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 24)))  # anything: garbage, a header, a frame
     stream = b"".join(pieces)

@@ -274,12 +274,12 @@ encode_frames(PyObject *Py_UNUSED(self), PyObject *args)
         goto done;
     }
     /* first pass: parse, keep, measure */
-    while (end - pos >= 4) {
-        uint32_t length = frame_length(b + pos);
-        if ((Py_ssize_t)length > end - pos - 4 && length <= MAX_FRAME)
+    for (;;) {
+        uint32_t length;
+        int got = next_frame(b, pos, end, &e, &length);
+        if (got == 0)
             break; /* the rest of this frame is not in the journal yet */
-        if (length == 0 || length > MAX_FRAME || !parse_entry(b + pos + 4, b + pos + 4 + length, &e) || e.partial
-            || e.time_nano < 0) {
+        if (got < 0 || e.partial || e.time_nano < 0) {
             declined = 1; /* garbage, an empty frame, a chunk to join, a time before 1970: FrameDecoder's way */
             break;
         }
