@@ -10,6 +10,7 @@ import pytest
 
 from driver.options import parse_options
 from driver.outputs.elasticsearch.client import EsClient, Outcome
+from driver.outputs.elasticsearch.codec import Documents
 from driver.outputs.elasticsearch.options import settings_from
 from tests.support.elasticsearch import Fault, bulk_receiver
 from tests.unit.test_loki_client import _server_ctx, pki  # noqa: F401  (pki: the forward tests' throwaway CA)
@@ -87,3 +88,35 @@ def test_mutual_tls(pki):  # noqa: F811
     assert bulk(lambda url: url, receiver=ctx, **ca)[0].outcome is Outcome.RETRY
     mtls = {**ca, "es-tls-cert-file": str(pki / "client.pem"), "es-tls-key-file": str(pki / "client.key")}
     assert bulk(lambda url: url, receiver=ctx, **mtls)[0].outcome is Outcome.ANSWERED
+
+
+def _part(tag: str, n: int) -> Documents:
+    line = (b'{"create":{"_index":"logs-docker-default"}}\n'
+            b'{"@timestamp":"2026-12-02T00:00:00Z","message":"%s-%06d ' + b"x" * 200 + b'"}\n')
+    return Documents.of(line.replace(b"%s", tag.encode()) % i for i in range(n))
+
+
+@pytest.mark.parametrize("how", ["plain", "gzip", "tls"])
+def test_a_body_handed_over_in_pieces_arrives_whole_and_in_order(how, pki):  # noqa: F811
+    """Several parts' views (a whole part, one run, scattered runs) go out without being joined: Elasticsearch
+    reads every document of them once, in order, plain, gzipped and over TLS, with a body large enough (~6 MiB)
+    that the socket takes it in several writes."""
+    a, b, c = _part("a", 12000), _part("b", 9000), _part("c", 6000)
+    scattered = [i for i in range(6000) if i % 1000 < 990]  # 6 runs of consecutive documents
+    pieces = [*a.pieces(range(12000)), *b.pieces(range(100, 8000)), *c.pieces(scattered)]
+    expected = ([f"a-{i:06d}" for i in range(12000)] + [f"b-{i:06d}" for i in range(100, 8000)]
+                + [f"c-{i:06d}" for i in scattered])
+    receiver = {"ssl_context": _server_ctx(pki)} if how == "tls" else {}
+    opts = {"es-compress": "true"} if how == "gzip" else {"es-tls-ca-file": str(pki / "ca.pem")} if how == "tls" else {}
+
+    async def main():
+        async with bulk_receiver(**receiver) as rx:
+            client = client_for(rx.url, **opts)
+            result = await client.bulk(pieces, len(expected))
+            await client.close()
+            return result, [doc["message"].split(" ")[0] for doc in rx.cluster.sources()]
+
+    result, got = asyncio.run(main())
+    assert result.outcome is Outcome.ANSWERED and result.items is None
+    assert got == expected
+    assert all(isinstance(p, memoryview) for p in pieces[1:]) and pieces[0] is a.body  # none was copied

@@ -116,7 +116,8 @@ class Sent:
     def __init__(self, limit: int, gzip_on: bool) -> None:
         self.limit, self.gzip_on, self.bodies = limit, gzip_on, []
 
-    async def bulk(self, body: bytes, documents: int) -> BulkResult:
+    async def bulk(self, body, documents: int) -> BulkResult:
+        body = b"".join(body) if isinstance(body, list) else body  # the batcher hands its pieces over
         if self.gzip_on:
             body = gzip.decompress(gzip.compress(body, 1))
         if len(body) > self.limit:

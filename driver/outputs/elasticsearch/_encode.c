@@ -31,6 +31,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../_logentry.h"
@@ -273,7 +274,12 @@ encode_frames(PyObject *Py_UNUSED(self), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "base must be >= 0");
         goto done;
     }
+    /* Both passes touch no Python object (the buffers are held, body and ends are not shared yet), so the GIL is
+       let go meanwhile: the event loop writes json.log and bulk requests on the other CPU instead of waiting for
+       this worker thread's batch. */
+    int nomem = 0;
     /* first pass: parse, keep, measure */
+    Py_BEGIN_ALLOW_THREADS
     for (;;) {
         uint32_t length;
         int got = next_frame(b, pos, end, &e, &length);
@@ -290,10 +296,10 @@ encode_frames(PyObject *Py_UNUSED(self), PyObject *args)
         }
         if (n == cap) {
             Py_ssize_t more = cap ? cap * 2 : 1024;
-            doc_t *p = PyMem_Realloc(docs, (size_t)more * sizeof(doc_t));
+            doc_t *p = realloc(docs, (size_t)more * sizeof(doc_t));
             if (!p) {
-                PyErr_NoMemory();
-                goto done;
+                nomem = 1;
+                break;
             }
             docs = p;
             cap = more;
@@ -310,6 +316,11 @@ encode_frames(PyObject *Py_UNUSED(self), PyObject *args)
                  + sizeof(SEQ) - 1 + digits + sizeof(MSG) - 1 + (size_t)d->escaped + (size_t)tails[e.source].len;
         pos += 4 + (Py_ssize_t)length;
     }
+    Py_END_ALLOW_THREADS
+    if (nomem) {
+        PyErr_NoMemory();
+        goto done;
+    }
     if (total > (size_t)PY_SSIZE_T_MAX) {
         PyErr_NoMemory();
         goto done;
@@ -323,6 +334,7 @@ encode_frames(PyObject *Py_UNUSED(self), PyObject *args)
     uint64_t *ends_at = (uint64_t *)PyBytes_AsString(ends);
     char second[19];
     long long prev_sec = -1;
+    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         doc_t *d = &docs[i];
         long long sec = d->time_nano / 1000000000LL;
@@ -347,11 +359,12 @@ encode_frames(PyObject *Py_UNUSED(self), PyObject *args)
         out += tails[d->source].len;
         ends_at[i] = (uint64_t)(out - start);
     }
+    Py_END_ALLOW_THREADS
     result = Py_BuildValue("(nOOOL)", pos, body, ends, declined ? Py_True : Py_False, next_time);
 done:
     Py_XDECREF(body);
     Py_XDECREF(ends);
-    PyMem_Free(docs);
+    free(docs); /* malloc, not PyMem: allocated without the GIL */
     PyBuffer_Release(&data);
     for (int k = 0; k < 2; k++) {
         PyBuffer_Release(&heads[k]);

@@ -217,10 +217,9 @@ class Batcher:
         return answered
 
     async def _request(self, groups: list[tuple[Part, list[int]]]) -> bool:
-        body = b"".join(p.docs.body if len(indexes) == len(p.docs) else p.docs.joined(indexes)
-                        for p, indexes in groups)
+        pieces = [piece for p, indexes in groups for piece in p.docs.pieces(indexes)]  # views: nothing copied
         count = sum(len(indexes) for _, indexes in groups)
-        result = await self.client.bulk(body, count)
+        result = await self.client.bulk(pieces, count)
         for p, indexes in groups:
             p.stats.statuses[result.status] += 1
             p.stats.forwarded += len(indexes)
@@ -230,7 +229,7 @@ class Batcher:
                 (p, indexes), = groups
                 self._settle(p, indexes, [codec.ItemResult(codec.FINAL, 413, codec.TOO_LARGE, result.message)])
                 return True
-            self.bulk_bytes = max(1, min(self.bulk_bytes, len(body) // 2))
+            self.bulk_bytes = max(1, min(self.bulk_bytes, sum(map(len, pieces)) // 2))
             docs = [(p, i) for p, indexes in groups for i in indexes]
             halves = docs[:count // 2], docs[count // 2:]
             first = await self._request(_grouped(halves[0]))

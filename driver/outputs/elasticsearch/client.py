@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import gzip
 import ssl
+import zlib
 from dataclasses import dataclass
 
 import aiohttp
+import aiohttp.payload
 
 from driver.outputs.elasticsearch.codec import CONTENT_TYPE, FILTER_PATH, BadResponse, ItemResult, parse_bulk_response
 from driver.outputs.elasticsearch.options import EsSettings
@@ -46,6 +47,36 @@ def classify(status: int) -> Outcome:
     if status == 413:
         return Outcome.SPLIT
     return Outcome.RETRY
+
+
+Body = bytes | memoryview | list  # one bulk body, or its pieces in order (bytes or memoryviews of a part's body)
+
+
+class BodyPieces(aiohttp.payload.Payload):
+    """A bulk body sent as its pieces, none joined: aiohttp on Python before 3.12.9 copies a bytes body once more
+    to put the headers in front of it (its writelines is a join there), and the batcher would join a request's
+    parts first. The headers go alone, then each piece is handed to the transport as it is."""
+
+    def __init__(self, pieces: list) -> None:
+        super().__init__(pieces, content_type=CONTENT_TYPE)
+        self._size = sum(map(len, pieces))
+        self._autoclose = True  # nothing to release: no file, no stream
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return b"".join(self._value).decode(encoding, errors)
+
+    async def write(self, writer) -> None:
+        send_headers = getattr(writer, "send_headers", None)  # aiohttp >= 3.12 holds them back to coalesce
+        if send_headers is not None:
+            send_headers()
+        for piece in self._value:
+            await writer.write(piece)
+
+
+def _gzipped(pieces: list) -> bytes:
+    """The pieces as one gzip member (worker thread): compressed in turn, never joined."""
+    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    return b"".join([*map(z.compress, pieces), z.flush()])
 
 
 class EsClient:
@@ -85,14 +116,18 @@ class EsClient:
     def _fail_over(self) -> None:
         self._current = (self._current + 1) % len(self.hosts)
 
-    async def bulk(self, body: bytes, documents: int) -> BulkResult:
-        """One bulk request of ``documents`` documents; never raises for what the cluster or the network does."""
+    async def bulk(self, body: Body, documents: int) -> BulkResult:
+        """One bulk request of ``documents`` documents (``body``: the NDJSON, or its pieces in order); never raises
+        for what the cluster or the network does."""
+        pieces = body if isinstance(body, list) else [body]
         if self._compress:
-            body = await asyncio.to_thread(gzip.compress, body, GZIP_LEVEL)  # ~30 ms per 5 MiB: not on the loop
+            data = await asyncio.to_thread(_gzipped, pieces)  # ~30 ms per 5 MiB: not on the loop
+        else:
+            data = BodyPieces(pieces)
         session = self._open()
         url = f"{self.url}/_bulk?filter_path={FILTER_PATH}"
         try:
-            async with session.post(url, data=body, headers=self._headers, proxy=self._proxy,
+            async with session.post(url, data=data, headers=self._headers, proxy=self._proxy,
                                     server_hostname=self._server_name) as resp:
                 status = resp.status
                 answer = await resp.read()

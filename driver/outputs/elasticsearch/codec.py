@@ -69,6 +69,9 @@ def _json(value) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
+SCATTERED_RUNS = 16  # runs of documents a request's body keeps as views of their part's body
+
+
 class Documents(Sequence[bytes]):
     """Documents as one ``_bulk`` body and each one's end in it: a whole part is sent as it is (no join, no bytes
     object per line), and one document or a run of them can still be cut out (a retry of some items, a 413)."""
@@ -124,23 +127,31 @@ class Documents(Sequence[bytes]):
             return self.ends[indexes[-1]] - (self.ends[indexes[0] - 1] if indexes[0] else 0)
         return sum(map(self.size, indexes))
 
-    def joined(self, indexes: Sequence[int]) -> bytes:
-        """The body of these documents (ascending indexes): one slice per run of consecutive ones."""
+    def pieces(self, indexes: Sequence[int]) -> list[bytes | memoryview]:
+        """The body of these documents (ascending indexes) as views of ``body``, one per run of consecutive ones:
+        the whole body itself for all of them, no copy for any."""
+        if len(indexes) == len(self.ends):
+            return [self.body]
+        view = memoryview(self.body)
         if indexes and indexes[-1] - indexes[0] + 1 == len(indexes):  # one run: no loop per document
-            start = self.ends[indexes[0] - 1] if indexes[0] else 0
-            return self.body[start:self.ends[indexes[-1]]]
-        pieces: list[bytes] = []
+            return [view[self.ends[indexes[0] - 1] if indexes[0] else 0:self.ends[indexes[-1]]]]
+        pieces: list[bytes | memoryview] = []
         run_start = run_end = -1
         for i in indexes:
             start, end = self._span(i)
             if start != run_end:
                 if run_end >= 0:
-                    pieces.append(self.body[run_start:run_end])
+                    pieces.append(view[run_start:run_end])
                 run_start = start
             run_end = end
         if run_end >= 0:
-            pieces.append(self.body[run_start:run_end])
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.append(view[run_start:run_end])
+        # Scattered retries: each piece is a write of its own on the way out, a join of small ones costs less.
+        return pieces if len(pieces) <= SCATTERED_RUNS else [b"".join(pieces)]
+
+    def joined(self, indexes: Sequence[int]) -> bytes:
+        """The body of these documents (ascending indexes) as one bytes object."""
+        return b"".join(self.pieces(indexes))
 
 
 @dataclass
