@@ -223,7 +223,8 @@ class ScaleRun:
         finally:
             t_rm = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda c: api_json(self.sock, "DELETE", f"/containers/{c}?force=1"), cids))
+                # Minutes, not seconds, at 1,000: dockerd removes them one lock at a time behind the exits.
+                list(pool.map(lambda c: api_json(self.sock, "DELETE", f"/containers/{c}?force=1", timeout=900), cids))
             if plugin:
                 for cid in cids:
                     shutil.rmtree(bench.plugin.log_root / cid, ignore_errors=True)
