@@ -4,6 +4,8 @@ on. Every choice is taken from the input, so an input replays exactly."""
 
 from __future__ import annotations
 
+from driver.frames import encode_entry
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 NS = 1_000_000_000
 # Sources the decoder makes, and ones it never does (the C code must decline them, the Python copes).
@@ -60,3 +62,16 @@ def _odd(fdp, e: tuple) -> object:
 
 def entries(fdp, odd: bool = True, max_entries: int = 24, max_line: int = 300, time_of=None, line_of=None) -> list:
     return [entry(fdp, odd, max_line, time_of, line_of) for _ in range(fdp.ConsumeIntInRange(0, max_entries))]
+
+
+def journal(fdp, entry_of=None) -> bytes:
+    """A journal's bytes as a sink reads them: mostly whole frames (``entry_of(fdp)``, else an ordinary
+    ``entry``), now and then any bytes (garbage, a lone header, a frame), and a torn tail still being written."""
+    pieces = []
+    for _ in range(fdp.ConsumeIntInRange(0, 16)):
+        if fdp.ConsumeIntInRange(0, 3):
+            pieces.append(encode_entry(entry_of(fdp) if entry_of else entry(fdp, odd=False)))
+        else:
+            pieces.append(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 24)))
+    stream = b"".join(pieces)
+    return stream[: max(len(stream) - fdp.ConsumeIntInRange(0, 8), 0)]

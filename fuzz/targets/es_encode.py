@@ -1,15 +1,19 @@
 """The Elasticsearch document encoder: driver/outputs/elasticsearch/_encode.c, differential and byte-exact.
 
-Two ways in, picked by the first byte:
-- even: a container's ``DocumentTemplate`` (fuzzed index and pipeline formats, fields, ids on or off) over a
+Three ways in, picked by the first byte (modulo 3):
+- 0: a container's ``DocumentTemplate`` (fuzzed index and pipeline formats, fields, ids on or off) over a
   batch of entries: ``documents`` (C for runs of plain lines, Python for the rest) equals ``documents_pure`` as a
   whole; then every document is one action line and one source line, each parsed by json.loads (a repeated key is
   a finding: Elasticsearch's parser refuses one), holding exactly the entry's target, pipeline, ``_id``,
   ``@timestamp`` (all nine digits), ``event.sequence``, message (invalid UTF-8 as one U+FFFD per byte, as dockerd
   writes it), stream and the container's fields;
-- odd: ``encode_documents`` called directly with any arguments (start out of range, offsets of another length,
+- 1: ``encode_documents`` called directly with any arguments (start out of range, offsets of another length,
   any head and tail, any second range) against the rule its comment states, written here again in Python: the
-  same documents and the same stop, or the same kind of error.
+  same documents and the same stop, or the same kind of error;
+- 2: ``DocumentTemplate.frames_documents`` (``encode_frames``: C straight from a journal's frames, without the
+  GIL) over journal bytes with garbage, chunks, any times and a torn tail: it takes a prefix of whole frames, every
+  ordinary frame up to the first one the decoded way must take, and its body, cut at each document's end, is what
+  FrameDecoder, merge_partials_at and ``documents_pure`` make of that prefix.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import json
 
 import atheris
 
+from driver.frames import MAX_FRAME, FrameDecoder, encode_entry
 from driver.outputs.elasticsearch import codec, formats
+from driver.partials import merge_partials_at
 from driver.speedups import encode_es_documents
 
 from .. import inputs
@@ -236,14 +242,58 @@ def check_direct(fdp) -> None:
         same("encode_documents", got, want)
 
 
+def ordinary_frames(stream: bytes) -> list[tuple[int, bool]]:
+    """(start, canonical) of each frame before the first torn, garbled, chunked or pre-1970 one; canonical: the
+    bytes encode_entry writes for its entry (what dockerd writes), which C must take; a frame written another way
+    that the decoder still reads (a garbage piece that happens to parse) C may leave to the decoded way."""
+    out, at = [], 0
+    while at + 4 <= len(stream):
+        length = int.from_bytes(stream[at:at + 4], "big")
+        if not 0 < length <= MAX_FRAME or at + 4 + length > len(stream):
+            break
+        frame = stream[at:at + 4 + length]
+        entries, _ = FrameDecoder(pure=True).decode(frame, final=True)
+        if len(entries) != 1 or entries[0][3] or entries[0][1] < 0:
+            break
+        out.append((at, encode_entry(entries[0]) == frame))
+        at += 4 + length
+    out.append((at, False))  # the end of the ordinary frames
+    return out
+
+
+def check_frames(fdp) -> None:
+    t, made = template(fdp)
+    def frame_time(f, odd: bool) -> int:  # a frame holds an int64 time
+        return max(min(es_time(f, odd), INT64_MAX), -INT64_MAX - 1)
+
+    stream = inputs.journal(fdp, lambda f: inputs.entry(f, odd=False, time_of=frame_time, line_of=es_line))
+    base = fdp.PickValueInList([0, 1, 1 << 40, INT64_MAX - (1 << 20)])
+    got = outcome(t.frames_documents, stream, base)
+    if got[0] == "raised":
+        raise Finding(f"frames_documents raised {got!r:.300} on journal bytes")
+    if got[1] is None:
+        return  # no C module: the sink decodes
+    used, docs = got[1]
+    frames = ordinary_frames(stream)
+    stops = [at for at, _ in frames]
+    if used not in stops:
+        raise Finding(f"frames_documents took {used} of {len(stream)} bytes: not a boundary of its ordinary "
+                      f"frames {stops[:20]}")
+    if frames[stops.index(used)][1]:
+        raise Finding(f"frames_documents stopped at {used}, before a frame dockerd writes that it must take")
+    offsets: list[int] = []
+    entries, _ = FrameDecoder(pure=True).decode(stream[:used], final=True, offsets=offsets)
+    entries, offsets = merge_partials_at(entries, [base + at for at in offsets], 1 << 20)
+    want = make(made).documents_pure(entries, offsets)
+    same("frames_documents body", docs.body, b"".join(want))
+    same("frames_documents documents", list(docs), want)
+
+
 def fuzz_one(data: bytes) -> None:
     if not data:
         return
     fdp = atheris.FuzzedDataProvider(data[1:])
-    if data[0] & 1:
-        check_direct(fdp)
-    else:
-        check_template(fdp)
+    (check_template, check_direct, check_frames)[data[0] % 3](fdp)
 
 
 def seeds() -> dict[str, bytes]:

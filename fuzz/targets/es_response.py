@@ -138,7 +138,8 @@ class Session:
         self.cluster = Cluster()  # one per input: a split or a second request meets what the first stored
         self.requests: list[tuple[list[int], int, bytes]] = []  # (document numbers, status, body)
 
-    def post(self, url: str, *, data: bytes, **_kwargs) -> _Response:
+    def post(self, url: str, *, data, **_kwargs) -> _Response:
+        data = bytes(data)  # the client hands over a BodyPieces (or gzipped bytes)
         ids = [int(m) for m in _ID.findall(data)]
         status, body, retry_after = answer(self.fdp, self.cluster, data, len(ids))
         self.requests.append((ids, status, body))

@@ -16,7 +16,7 @@ import atheris
 import msgpack
 
 from driver import speedups
-from driver.frames import MAX_FRAME, FrameDecoder, encode_entry
+from driver.frames import MAX_FRAME, FrameDecoder
 from driver.outputs.forward import codec
 from driver.outputs.forward.codec import RecordEncoder, pack_entry, record_for
 
@@ -66,19 +66,8 @@ def fuzz_one(data: bytes) -> None:
         same("unpacked Entry", unpack(packed), unpack(want[1]))
 
 
-def journal_stream(fdp) -> bytes:
-    pieces = []
-    for _ in range(fdp.ConsumeIntInRange(0, 16)):
-        if fdp.ConsumeIntInRange(0, 3):
-            pieces.append(encode_entry(inputs.entry(fdp, odd=False)))
-        else:
-            pieces.append(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 24)))  # anything: garbage, a header, a frame
-    stream = b"".join(pieces)
-    return stream[: max(len(stream) - fdp.ConsumeIntInRange(0, 8), 0)]  # a torn tail, still being written
-
-
 def check_frames(fdp, static: dict[str, str], options: dict) -> None:
-    stream = journal_stream(fdp)
+    stream = inputs.journal(fdp)
     budget = fdp.PickValueInList([1 << 30, 0, 200]) if fdp.ConsumeBool() else fdp.ConsumeIntInRange(0, 4000)
     partials, start = fdp.ConsumeBool(), fdp.ConsumeIntInRange(0, 2**40)
     encoder = RecordEncoder(static, **options)

@@ -196,3 +196,15 @@ def test_documents_cut_where_one_by_one_would(docs, data):
     assert d.fitting(indexes, at, room) == one_by_one
     assert d.span_size(indexes) == sum(len(docs[i]) for i in indexes)
     assert d.joined(indexes) == b"".join(docs[i] for i in indexes)
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_an_index_name_holding_nul_still_makes_documents(pure):
+    """es-index may hold NUL (dockerd passes any JSON string; Elasticsearch's name rules do not name it) and
+    strftime refuses a pattern with one: the batch's documents were never made and the container's output
+    stalled. Now the name keeps the NUL and Elasticsearch answers for it (a 400 per item: counted as dropped)."""
+    t = template("logs-a\x00b-%{+yyyy.MM.dd}")
+    make = t.documents_pure if pure else t.documents
+    docs = make([("stdout", 1_764_633_600 * 10**9, b"hello", False, False, "", 0)], [7])
+    action, source = decode(docs[0])
+    assert action["create"]["_index"] == "logs-a\x00b-2025.12.02" and source["message"] == "hello"

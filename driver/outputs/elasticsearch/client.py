@@ -62,8 +62,11 @@ class BodyPieces(aiohttp.payload.Payload):
         self._size = sum(map(len, pieces))
         self._autoclose = True  # nothing to release: no file, no stream
 
+    def __bytes__(self) -> bytes:  # the whole body, joined: for a test's fake session, never on the way out
+        return b"".join(self._value)
+
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return b"".join(self._value).decode(encoding, errors)
+        return bytes(self).decode(encoding, errors)
 
     async def write(self, writer) -> None:
         send_headers = getattr(writer, "send_headers", None)  # aiohttp >= 3.12 holds them back to coalesce

@@ -103,8 +103,17 @@ class DatedName:
         if name is None:
             if len(self._cache) > 64:  # entries from many days: keep it bounded
                 self._cache.clear()
-            name = self._cache[key] = time.strftime(self.pattern, time.gmtime(time_nano // 1_000_000_000))
+            name = self._cache[key] = _strftime(self.pattern, time.gmtime(time_nano // 1_000_000_000))
         return name
+
+
+def _strftime(pattern: str, tm: time.struct_time) -> str:
+    """time.strftime, also for a pattern holding NUL (a label or name value put in it may): strftime refuses one,
+    and the batch's documents would never be made; Elasticsearch answers for the name instead (a 400 per item,
+    counted as dropped). A value's % is doubled in the pattern, so no directive spans a NUL."""
+    if "\0" in pattern:
+        return "\0".join(time.strftime(piece, tm) for piece in pattern.split("\0"))
+    return time.strftime(pattern, tm)
 
 
 _BAD_INDEX_CHARS = set('\\/*?"<>| ,#:')
