@@ -72,6 +72,11 @@ def _json(value) -> bytes:
 SCATTERED_RUNS = 16  # runs of documents a request's body keeps as views of their part's body
 
 
+def _consecutive(indexes: Sequence[int], at: int = 0) -> bool:
+    """Whether ``indexes[at:]`` (ascending, distinct, not empty) is one run of consecutive documents."""
+    return indexes[-1] - indexes[at] + 1 == len(indexes) - at
+
+
 class Documents(Sequence[bytes]):
     """Documents as one ``_bulk`` body and each one's end in it: a whole part is sent as it is (no join, no bytes
     object per line), and one document or a run of them can still be cut out (a retry of some items, a 413)."""
@@ -109,10 +114,9 @@ class Documents(Sequence[bytes]):
         """How many of ``indexes[at:]`` (ascending) fit in ``room`` bytes, taken in order: a bisection of ``ends`` when
         they are consecutive (a part cut at a request's end), else one by one (a retry of some items)."""
         first = indexes[at]
-        count = len(indexes) - at
-        if indexes[-1] - first + 1 == count:
+        if _consecutive(indexes, at):
             base = self.ends[first - 1] if first else 0
-            return bisect_right(self.ends, base + room, first, first + count) - first
+            return bisect_right(self.ends, base + room, first, first + len(indexes) - at) - first
         taken = 0
         for i in indexes[at:]:
             room -= self.size(i)
@@ -123,7 +127,7 @@ class Documents(Sequence[bytes]):
 
     def span_size(self, indexes: Sequence[int]) -> int:
         """The bytes of these documents (ascending indexes)."""
-        if indexes and indexes[-1] - indexes[0] + 1 == len(indexes):
+        if indexes and _consecutive(indexes):
             return self.ends[indexes[-1]] - (self.ends[indexes[0] - 1] if indexes[0] else 0)
         return sum(map(self.size, indexes))
 
@@ -133,7 +137,7 @@ class Documents(Sequence[bytes]):
         if len(indexes) == len(self.ends):
             return [self.body]
         view = memoryview(self.body)
-        if indexes and indexes[-1] - indexes[0] + 1 == len(indexes):  # one run: no loop per document
+        if indexes and _consecutive(indexes):  # one run: no loop per document
             return [view[self.ends[indexes[0] - 1] if indexes[0] else 0:self.ends[indexes[-1]]]]
         pieces: list[bytes | memoryview] = []
         run_start = run_end = -1

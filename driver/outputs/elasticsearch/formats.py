@@ -108,7 +108,7 @@ class DatedName:
 
 
 def _strftime(pattern: str, tm: time.struct_time) -> str:
-    """time.strftime, also for a pattern holding NUL (a label or name value put in it may): strftime refuses one,
+    """time.strftime, also for a pattern holding NUL (an es-index or pipeline value may): strftime refuses one,
     and the batch's documents would never be made; Elasticsearch answers for the name instead (a 400 per item,
     counted as dropped). A value's % is doubled in the pattern, so no directive spans a NUL."""
     if "\0" in pattern:
