@@ -9,11 +9,15 @@ batches as the consumers take them:
   logfile.write       logfile.LogFile.write_lines into a json.log (max-size large: no rotation)
   forward.records     forward.codec.RecordEncoder.encode_batch (EventTime, Docker's fluentd-driver layout)
   forward.frames      forward.codec.BatchBuilder.extend + flush (PackedForward frames with chunk ids)
+  direct.read         Journal.read again, for the json.log writer's C way
+  direct.encode       jsonfile.encode_frames: json-file lines joined, in C straight from the frames (no decode)
+  direct.write        logfile.LogFile.write_lines of the joined lines
 
 "json.log path" = read + decode + encode + write (what the json.log consumer does per batch), "forward path" =
-read + decode + records + frames (what the forward sink prepares per batch). Each stage is timed over the whole
-run; the best of --repeat runs is reported. --profile cprofile|pyinstrument runs both paths once more under that
-profiler and prints the top of the profile.
+read + decode + records + frames (what the forward sink prepares per batch), "json.log direct" = direct.read +
+direct.encode + direct.write (what the json.log writer does per batch with the C extension). Each stage is
+timed over the whole run; the best of --repeat runs is reported. --profile cprofile|pyinstrument runs both paths
+once more under that profiler and prints the top of the profile.
 
   python -m bench.microbench [--workload short|100b|40kb|mixed] [--lines N] [--repeat 3] [--profile cprofile]
 """
@@ -34,13 +38,14 @@ from collections.abc import Callable, Iterator
 
 from driver.frames import FrameDecoder, encode_entry
 from driver.journal import Journal
-from driver.jsonfile import encode_attrs, encode_entries
+from driver.jsonfile import encode_attrs, encode_entries, encode_frames
 from driver.logfile import LogFile
 from driver.outputs.forward.codec import BatchBuilder, RecordEncoder
 from driver.sinks.jsonlog import BATCH_BYTES
 
 CID = "3f1c5e0b2a9d" * 5 + "abcd"
-STAGES = ["journal.read", "decode", "jsonfile.encode", "logfile.write", "forward.records", "forward.frames"]
+STAGES = ["journal.read", "decode", "jsonfile.encode", "logfile.write", "forward.records", "forward.frames",
+          "direct.read", "direct.encode", "direct.write"]
 
 
 def entries_for(workload: str, n: int) -> list[tuple]:
@@ -112,6 +117,20 @@ def replay(journal: Journal, tmp: str, attrs_json: bytes, timer: Timer) -> tuple
     json_bytes = logfile.size
     logfile.close()
     os.unlink(logfile.path)
+    # json.log consumer, the C way: frames straight to joined lines (the writer's ordinary batches)
+    if encode_frames(b"", None) is not None:
+        logfile = LogFile(os.path.join(tmp, f"{CID}-json.log"), 1 << 40, 1, False)
+        pos = journal.start
+        while data := timer("direct.read", journal.read, pos, BATCH_BYTES):
+            used, _, _, joined, _ = timer("direct.encode", encode_frames, data, attrs_json)
+            if not used:
+                break
+            timer("direct.write", logfile.write_lines, joined)
+            pos += used
+        if logfile.size != json_bytes:
+            raise AssertionError(f"the C way wrote {logfile.size} bytes of json.log, the decoded way {json_bytes}")
+        logfile.close()
+        os.unlink(logfile.path)
     # forward sink
     encoder = RecordEncoder({"container_id": CID, "container_name": "/bench"}, time_format="event_time")
     fwd_bytes = 0
@@ -204,9 +223,12 @@ def main(argv: list[str] | None = None) -> int:
                 "jsonfile.encode": best["jsonfile.encode"], "logfile.write": best["logfile.write"],
                 "forward.records": best["forward.records"], "forward.frames": best["forward.frames"],
             }
+            for k in ("direct.read", "direct.encode", "direct.write"):
+                figures[k] = best.get(k, 0.0)
             figures["json.log path"] = read + dec + best["jsonfile.encode"] + best["logfile.write"]
+            figures["json.log direct"] = figures["direct.read"] + figures["direct.encode"] + figures["direct.write"]
             figures["forward path"] = read + dec + best["forward.records"] + best["forward.frames"]
-            figures["both consumers"] = sum(best.values())
+            figures["both consumers"] = figures["json.log path"] + figures["forward path"]
             per_line = {k: round(v / n * 1e6, 3) for k, v in figures.items()}
             results[workload] = {"lines": n, "entries": n_entries, "frame_bytes": frames_bytes,
                                  "json_bytes": json_bytes, "forward_bytes": fwd_bytes, "us_per_line": per_line}

@@ -113,15 +113,23 @@ class LogFile:
     def inode(self) -> int:
         return os.fstat(self._fd).st_ino
 
-    def write_lines(self, lines: list[bytes]) -> None:
+    def write_lines(self, lines: list[bytes] | bytes) -> None:
         """Append whole json-file lines, rotating between lines; one write() per run between rotations.
 
+        ``lines``: a list of lines, or the lines joined (each ending in ``\\n``, the only newline a json-file line
+        holds: it escapes every other one).
         On OSError (a full disk) `size` still counts the bytes that reached the file, possibly part of a
         line: the caller can `truncate_to` its last consistent point.
         """
         if not lines:
             return
         max_size = self._max_size
+        if isinstance(lines, bytes):
+            last_start = lines.rfind(b"\n", 0, len(lines) - 1) + 1
+            if max_size is None or self.size + last_start < max_size:
+                self._write(lines)
+                return
+            lines = [line + b"\n" for line in lines.split(b"\n")[:-1]]  # a rotation falls inside: line by line
         # No rotation is due if even the last line starts below max_size: the common case, one write.
         if max_size is None or self.size + sum(map(len, lines)) - len(lines[-1]) < max_size:
             self._write(b"".join(lines))

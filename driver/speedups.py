@@ -29,6 +29,7 @@ def _function(module: str, name: str) -> Callable[..., Any] | None:
 
 decode_frames = _function("driver._speedups", "decode_frames")
 encode_lines = _function("driver._speedups", "encode_lines")
+encode_frame_lines = _function("driver._speedups", "encode_frame_lines")
 encode_records = _function("driver._speedups", "encode_records")
 encode_record_frames = _function("driver._speedups", "encode_record_frames")
 count_entries = _function("driver.outputs.forward._entries", "count_entries")

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from driver import statefiles
 from driver.frames import HEADER, FrameDecoder
 from driver.journal import Cursor, CursorStore, Journal
-from driver.jsonfile import decode_line, encode_entries
+from driver.jsonfile import decode_line, encode_entries, encode_frames
 from driver.logfile import LogEntry, LogFile
 from driver.sinks.base import read_frames
 
@@ -49,6 +49,7 @@ class JsonLogWriter:
         self.attrs_json = attrs_json
         self.stats = stats  # per-container counters (driver.stats.ContainerStats)
         self.decoder = FrameDecoder()
+        self.direct = encode_frames(b"", None) is not None  # json-file lines in C straight from the frames
         self.cursor: Cursor = store.load(NAME)
         self.sealed = False  # the journal will not grow any more (FIFO closed)
         self.disk_full = False  # the last write failed with ENOSPC/EDQUOT (the cap then applies to json.log too)
@@ -238,6 +239,11 @@ class JsonLogWriter:
 
     def _pump(self) -> bool:
         start = self.cursor.pos
+        # Replays (entries to leave out, counts already saved) and the frame after a gap take the decoded way.
+        if self.direct and not (self._skip or self._cut_frame or start < self._uncounted_until):
+            more = self._pump_frames(start)
+            if more is not None:
+                return more
         garbled_before, skipped_before = self.decoder.garbled, self.decoder.skipped_bytes
         recount = start < self._uncounted_until  # replaying what the saved counts already hold (a short json.log)
         limit = min(self._batch_limit, self._uncounted_until - start) if recount else self._batch_limit
@@ -260,7 +266,9 @@ class JsonLogWriter:
         # Entries written before a crash are left out of the replay (but counted: the saved counts predate them).
         skip = self._batch_skipped = min(self._skip, len(entries))
         if len(entries) > skip:
-            self._write(entries[skip:] if skip else entries, start, used)  # raises after a rewind: nothing consumed
+            # raises after a rewind: nothing consumed
+            self._write(encode_entries(entries[skip:] if skip else entries, self.attrs_json), len(entries),
+                        start, used)
         self._skip -= skip
         garbled = self.decoder.garbled - garbled_before
         if garbled and self._cut_frame and self.decoder.skipped_bytes > skipped_before:
@@ -276,8 +284,31 @@ class JsonLogWriter:
         self._maybe_save()
         return self.cursor.pos < self.journal.end  # caught up: no second hand-off just to find nothing
 
-    def _write(self, entries: list[tuple], start: int, used: int) -> None:
-        lines = encode_entries(entries, self.attrs_json)
+    def _pump_frames(self, start: int) -> bool | None:
+        """One batch encoded in C straight from the journal's frames (``encode_frames``): the lines the decoded way
+        writes (tests/unit/test_jsonlog_frames_c.py) without a tuple per entry. It ends before the first frame C
+        leaves to the decoder (garbage, an empty or unusual frame, a torn tail), which starts the next batch, taken
+        the decoded way; None (that way now) when that frame is the first."""
+        data = self.journal.read(start, self._batch_limit)
+        if not data:
+            return None
+        used, count, _declined, joined, counts = encode_frames(data, self.attrs_json)
+        if not count:
+            return None
+        if not self.journal.take(self.cursor, start, used):
+            return True  # the cap dropped frames under us; they are counted there
+        self._stats_before = self.stats.to_json()
+        self._batch_skipped = 0
+        self._write(joined, count, start, used)  # raises after a rewind: nothing consumed
+        self.decoder.found_frames()  # as if it had read them: garbage after them is a new incident
+        self.stats.received(*counts)
+        self.stats.written(count)
+        self.written_pos = self.cursor.pos
+        self._maybe_save()
+        return self.cursor.pos < self.journal.end
+
+    def _write(self, lines: list[bytes] | bytes, n_entries: int, start: int, used: int) -> None:
+        """Append the batch's json-file lines (a list, or joined), undoing a torn write on error."""
         self._batch_start = start
         self._rotated_lines = None
         size_before = self.logfile.size if self._cut_to is None else self._cut_to
@@ -287,7 +318,7 @@ class JsonLogWriter:
                 self._cut_to = None
             self.logfile.write_lines(lines)
         except OSError as exc:
-            self._undo(exc, start, size_before, len(entries), used)
+            self._undo(exc, start, size_before, n_entries, used)
             raise
         self._batch_limit = min(BATCH_BYTES, self._batch_limit * 2)
         if self._failing is not None:
