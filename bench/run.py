@@ -26,8 +26,9 @@ Environment knobs (all optional):
   BENCH_LINES=1000000     lines of the short and 100-byte workloads
   BENCH_BIG_LINES=1000    lines of the 40 KB workload
   BENCH_WORKLOADS=short,100b,40kb   subset, in this order
-  BENCH_PATHS=json-file,none,logbridge,logbridge+forward,logbridge+loki,logbridge+es,fluentd   subset (json-file
-                          is always kept)
+  BENCH_PATHS=json-file,none,floor,logbridge,logbridge+forward,logbridge+loki,logbridge+es,fluentd   subset
+                          (json-file is always kept); floor: bench/floor_plugin.py, a plugin that splices each FIFO
+                          to /dev/null (what dockerd's plugin adapter costs by itself)
   BENCH_CONCURRENT=0      1: add the 100-container workload (about 1 min per path and round)
   BENCH_CONC_RUNS=1       its rounds;  BENCH_CONC_CONTAINERS=100  BENCH_CONC_SECONDS=30  BENCH_CONC_RATE=2000
   BENCH_OUTAGE=0          1: add the outage run: logbridge+forward (and logbridge+loki, logbridge+es if among the
@@ -220,12 +221,29 @@ class PathSpec:
 PATHS = {
     "json-file": PathSpec("json-file", stores=True, forwards=False, plugin=False),
     "none": PathSpec("none", stores=False, forwards=False, plugin=False),
+    "floor": PathSpec("floor", stores=False, forwards=False, plugin=True),  # bench/floor_plugin.py
     "logbridge": PathSpec("logbridge", stores=True, forwards=False, plugin=True),
     "logbridge+forward": PathSpec("logbridge+forward", stores=True, forwards=True, plugin=True),
     "logbridge+loki": PathSpec("logbridge+loki", stores=True, forwards=True, plugin=True),
     es_bench.PATH: PathSpec(es_bench.PATH, stores=True, forwards=True, plugin=True),
     "fluentd": PathSpec("fluentd", stores=False, forwards=True, plugin=False),
 }
+
+
+def floor_plugin_dir(plugin_dir: Path, out: Path) -> Path:
+    """A plugin dir for bench/floor_plugin.py: logbridge's rootfs (hard links: no copy) with the script in it and
+    a config.json whose entrypoint runs it on its own socket."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    subprocess.run(["cp", "-al", str(plugin_dir / "rootfs"), str(out / "rootfs")], check=True)
+    (out / "rootfs" / ".docker-plugin-name").unlink(missing_ok=True)  # a link: create_managed_plugin writes it
+    shutil.copyfile(REPO / "bench" / "floor_plugin.py", out / "rootfs" / "opt" / "floor_plugin.py")
+    config = json.loads((plugin_dir / "config.json").read_text())
+    config.update(description="logbridge bench: the floor (FIFO to /dev/null)",
+                  entrypoint=[config["entrypoint"][0], "/opt/floor_plugin.py"], env=[])
+    config["interface"]["socket"] = "floor.sock"
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- receiver
@@ -452,16 +470,18 @@ def top_of_profile(raw: Path, n: int = 15) -> dict:
 # ------------------------------------------------------------------------------------------------- the sitting
 class Bench:
     def __init__(self, dockerd: Dockerd, image: str, plugin: ManagedPlugin | None, receiver: ReceiverProc | None,
-                 timeout: float, loki: ReceiverProc | None = None, es: ReceiverProc | None = None) -> None:
+                 timeout: float, loki: ReceiverProc | None = None, es: ReceiverProc | None = None,
+                 floor: ManagedPlugin | None = None) -> None:
         self.dockerd = dockerd
         self.image = image
         self.plugin = plugin
+        self.floor = floor
         self.receiver = receiver
         self.loki = loki
         self.es = es
         self.timeout = timeout
         self.fluentd_ack = os.environ.get("BENCH_FLUENTD_ACK", "0") == "1"
-        self._plugin_pid: int | None = None
+        self._pids: dict[str, int | None] = {}
 
     # ---- docker ----------------------------------------------------------------------------------------
     def api(self, method: str, url: str, timeout: float = 60) -> tuple[int, bytes]:
@@ -482,6 +502,8 @@ class Bench:
             driver = "json-file"
         elif path == "none":
             opts, driver = [], "none"
+        elif path == "floor":
+            opts, driver = [], self.floor.driver
         elif path == "logbridge":
             opts, driver = [f"max-size={MAX_SIZE}"], self.plugin.driver
         elif path == "logbridge+forward":
@@ -512,15 +534,18 @@ class Bench:
             return self.dockerd.json_file_log(cid)
         return self.plugin.json_log(cid)
 
-    def plugin_pid(self) -> int | None:
-        if self.plugin is None:
+    def plugin_pid(self, path: str = "logbridge") -> int | None:
+        """The process of the plugin a path logs through: the floor's for `floor`, else logbridge's."""
+        plugin = self.floor if path == "floor" else self.plugin
+        if plugin is None:
             return None
-        if not self._plugin_pid or not alive(self._plugin_pid):
-            self._plugin_pid = self.plugin.pid()
-        return self._plugin_pid
+        pid = self._pids.get(plugin.name)
+        if not pid or not alive(pid):
+            pid = self._pids[plugin.name] = plugin.pid()
+        return pid
 
-    def cpu(self, receiver: ReceiverProc | None) -> dict[str, float]:
-        pid = self.plugin_pid()
+    def cpu(self, receiver: ReceiverProc | None, path: str = "logbridge") -> dict[str, float]:
+        pid = self.plugin_pid(path)
         return {
             "plugin": procstat.tree_cpu(pid) if pid else 0.0,
             "dockerd": procstat.cpu_seconds(self.dockerd.pid() or 0),
@@ -548,11 +573,11 @@ class Bench:
         for w in waiters:
             w.start()
         time.sleep(0.2)  # the wait requests are registered before the containers start
-        spy = PySpy(self.plugin_pid(), pyspy_out) if pyspy_out else None
-        sampler = PssSampler(self.plugin_pid() if spec.plugin else None)
+        spy = PySpy(self.plugin_pid(path), pyspy_out) if pyspy_out else None
+        sampler = PssSampler(self.plugin_pid(path) if spec.plugin else None)
         load = procstat.loadavg()
         recv_base = receiver.expect(expected) if receiver else 0
-        cpu0 = self.cpu(receiver)
+        cpu0 = self.cpu(receiver, path)
         pss_idle = sampler.start()
         t0 = time.monotonic()
         if len(cids) == 1:
@@ -583,7 +608,7 @@ class Bench:
             time.sleep(0.01)
         exit_at = max(exits.values()) if len(exits) == len(cids) else None
         time.sleep(0.2)  # what the plugin does right after (cursor saves, closing) is part of its cost
-        cpu1 = self.cpu(receiver)
+        cpu1 = self.cpu(receiver, path)
         pss_peak = sampler.stop()
         if spy:
             spy.stop()
@@ -608,7 +633,7 @@ class Bench:
         complete_s = since(complete_at)
         rec = {
             "workload": workload.name, "path": path, "round": round_no, "containers": len(cids),
-            "lines": workload.total_lines, "entries": expected, "bytes": workload.total_bytes,
+            "lines": workload.total_lines, "entries": expected, "bytes": workload.total_bytes, "nproc": os.cpu_count(),
             "exit_s": since(exit_at), "stored_s": since(stored_at), "acked_s": since(acked_at),
             "complete_s": complete_s,
             "lines_per_s": round(workload.total_lines / complete_s) if complete_s else None,
@@ -633,7 +658,7 @@ class Bench:
 
     def cleanup(self, path: str, cids: list[str]) -> None:
         self.dockerd.docker("rm", "-f", *cids, check=False, timeout=300)
-        if PATHS[path].plugin:
+        if PATHS[path].plugin and path != "floor":
             for cid in cids:
                 shutil.rmtree(self.plugin.log_root / cid, ignore_errors=True)
 
@@ -657,13 +682,14 @@ def summarise(runs: list[dict]) -> dict:
     out: dict = {}
     for wl in dict.fromkeys(r["workload"] for r in runs):
         ref = {r["round"]: r for r in runs if r["workload"] == wl and r["path"] == "json-file"}
+        floor = {r["round"]: r for r in runs if r["workload"] == wl and r["path"] == "floor"}
         out[wl] = {}
         for path in dict.fromkeys(r["path"] for r in runs if r["workload"] == wl):
             mine = [r for r in runs if r["workload"] == wl and r["path"] == path]
             s = {f: stat([r.get(f) for r in mine]) for f in FIGURES}
             s["dual_logging_cache"] = sorted({r["dual_logging_cache"] for r in mine})
             if path != "json-file":
-                ratios: dict[str, list[float]] = {"exit": [], "complete": []}
+                ratios: dict[str, list[float]] = {"exit": [], "complete": [], "cpu_floor": [], "floor": []}
                 for r in mine:
                     j = ref.get(r["round"])
                     if not j:
@@ -672,8 +698,18 @@ def summarise(runs: list[dict]) -> dict:
                         ratios["exit"].append(round(r["exit_s"] / j["exit_s"], 3))
                     if r["complete_s"] and j["stored_s"] and (PATHS[path].stores or PATHS[path].forwards):
                         ratios["complete"].append(round(r["complete_s"] / j["stored_s"], 3))
+                    # The time the CPU work alone takes on every core: the plugin, dockerd and the receiver.
+                    cpu = sum(r.get(f"{k}_cpu_s") or 0 for k in ("plugin", "dockerd", "receiver"))
+                    if cpu and j["stored_s"]:
+                        ratios["cpu_floor"].append(round(cpu / (r.get("nproc") or os.cpu_count()) / j["stored_s"], 3))
+                    f = floor.get(r["round"])
+                    done = r["complete_s"] if PATHS[path].stores or PATHS[path].forwards else r["exit_s"]
+                    if f and f["exit_s"] and done:
+                        ratios["floor"].append(round(done / f["exit_s"], 3))
                 s["ratio_exit"] = stat(ratios["exit"])
                 s["ratio_complete"] = stat(ratios["complete"])
+                s["ratio_cpu_floor"] = stat(ratios["cpu_floor"])
+                s["ratio_floor"] = stat(ratios["floor"])
             out[wl][path] = s
     return out
 
@@ -767,7 +803,11 @@ def markdown(result: dict) -> str:
         "; for logbridge+es bench.elasticsearch: documents counted with bytes.count over the NDJSON, nothing kept"
         "). Memory is the plugin's summed PSS. "
         "Ratios are paired with the json-file run of the same round: exit vs exit, stored/acked vs json-file "
-        "stored.",
+        "stored. `floor` is bench/floor_plugin.py, a plugin that splices every FIFO to /dev/null: what dockerd's "
+        "plugin adapter costs by itself. CPU floor × json-file: (plugin + dockerd + receiver CPU-s) / CPUs over "
+        "json-file's stored time, the ratio no overlap can beat (it leaves out containerd-shim and the container's "
+        "own process); stored/acked × floor exit: the time to every line stored/acked over the floor's exit time "
+        "in the same round (exit for `none` and `floor`).",
         "",
     ]
     if result.get("notes"):
@@ -778,8 +818,8 @@ def markdown(result: dict) -> str:
                   f"| path | exit s | stored s | acked s | lines/s | MB/s | plugin CPU-s/{unit} | "
                   f"dockerd CPU-s/{unit} | receiver CPU-s/{unit} | PSS idle MB | PSS peak MB | lost | "
                   "exit × json-file | "
-                  "stored/acked × json-file |",
-                  "|" + "---|" * 14]
+                  "stored/acked × json-file | CPU floor × json-file | stored/acked × floor exit |",
+                  "|" + "---|" * 16]
         after: list[str] = []  # the outage paragraphs, below the table
         for path, s in paths.items():
             lines.append("| " + " | ".join([
@@ -787,6 +827,7 @@ def markdown(result: dict) -> str:
                 cell(s["mb_per_s"], "{:.1f}"), cell(s.get(f"plugin_cpu_{per}")), cell(s.get(f"dockerd_cpu_{per}")),
                 cell(s.get(f"receiver_cpu_{per}")), cell(s["pss_idle_mb"], "{:.1f}"), cell(s["pss_peak_mb"], "{:.1f}"),
                 cell(s["lost"], "{:.0f}"), cell(s.get("ratio_exit")), cell(s.get("ratio_complete")),
+                cell(s.get("ratio_cpu_floor")), cell(s.get("ratio_floor")),
             ]) + " |")
             if s.get("outage_pss_max_mb"):
                 mb = {k: cell(s[f"outage_pss_{k}_mb"], "{:.1f}") for k in ("start", "max", "end")}
@@ -890,7 +931,7 @@ def main() -> int:
     timeout = env_int("BENCH_TIMEOUT", 180)
     state = os.environ.get("BENCH_STATE") or tempfile.mkdtemp(prefix="lbb.", dir="/tmp")
     dockerd = Dockerd(state)
-    plugin = receiver = loki = es = None
+    plugin = receiver = loki = es = floor = None
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     result: dict = {"started": started, "machine": procstat.machine(), "git": git_describe(), "runs": runs_n,
                     "loadavg_start": procstat.loadavg(), "max_size": MAX_SIZE,
@@ -905,6 +946,12 @@ def main() -> int:
         if any(PATHS[p].plugin for p in paths):
             log("plugin rootfs (cached by content) and docker plugin create")
             plugin_dir = Path(os.environ.get("BENCH_PLUGIN_DIR") or build_plugin_dir(Path(state) / "plugin-dir"))
+        if "floor" in paths:
+            floor = create_managed_plugin(dockerd, floor_plugin_dir(plugin_dir, Path(state) / "floor-dir"),
+                                          f"lbfloor-{secrets.token_hex(3)}", log_root=Path(state) / "floor-logs",
+                                          state_dir=Path(state) / "floor-state")
+            log(f"floor plugin {floor.name} enabled")
+        if any(PATHS[p].plugin and p != "floor" for p in paths):
             plugin = create_managed_plugin(dockerd, plugin_dir, f"lbbench-{secrets.token_hex(3)}",
                                            log_root=Path(state) / "plugin-logs",
                                            state_dir=Path(state) / "plugin-state",
@@ -922,7 +969,7 @@ def main() -> int:
             receiver = ReceiverProc()
             result["receiver_counts_in_c"] = receiver.counts_in_c
             log(f"receiver on 127.0.0.1:{receiver.port}, counting in {'C' if receiver.counts_in_c else 'Python'}")
-        bench = Bench(dockerd, image, plugin, receiver, timeout, loki, es)
+        bench = Bench(dockerd, image, plugin, receiver, timeout, loki, es, floor)
         result["fluentd_request_ack"] = bench.fluentd_ack
         if scale_mode:
             records = scale.run_scale(bench, Path(state), result, out)
@@ -974,8 +1021,9 @@ def main() -> int:
             if r:
                 r.stop()
         try:
-            if plugin:
-                plugin.remove()
+            for p in (plugin, floor):
+                if p:
+                    p.remove()
         finally:
             if not os.environ.get("BENCH_STATE"):
                 dockerd.stop(purge=True)
