@@ -284,6 +284,11 @@ class Pipeline:
             await asyncio.sleep(0.05)
             self.poke()
         await self.close()
+        # One line per container, when its logs are all delivered: what each output waited for (the bench reads it).
+        log.info("container's logs delivered", extra={
+            "container": self.container_id[:12], "lines": self.jsonlog.stats.lines_written,
+            **{f"{o.name}_window_full_s": round(o.stats.window_full_s, 3)
+               for o in self.outputs if hasattr(getattr(o, "stats", None), "window_full_s")}})
         self._on_finished(self)
 
     async def close(self, grace: float = 5.0) -> None:

@@ -65,6 +65,9 @@ class OutputStats:
     dropped: Counter = field(default_factory=Counter)  # lines given up, by reason (the journal cap's: the cursor's)
     up: bool = False  # the last delivery attempt succeeded
     last_error: str = ""  # why the last failed attempt failed (the status view shows it)
+    # Seconds spent with the window full and more to send, waiting for the oldest ack: the time the destination's
+    # acks, not this output's work, set the pace (logged when the container's logs are all delivered).
+    window_full_s: float = 0.0
 
 
 @dataclass
@@ -227,7 +230,10 @@ class AckedOutput:
                 if following is not None:
                     self._pending = await following
                 return True
+            waited_from = time.monotonic() if self._journal_has_more() else None  # full: len == window here
             acked = await self._within_deadline(head[1])
+            if waited_from is not None:
+                self.stats.window_full_s += time.monotonic() - waited_from
         except TimeoutError:  # the finished container's deadline: given back; the next step gives up the backlog
             taken = self._forget_in_flight(retried=False)
         except BaseException:

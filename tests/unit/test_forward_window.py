@@ -190,3 +190,49 @@ def test_after_a_frame_in_flight_failed_nothing_newer_goes_before_its_resend(tmp
     assert sorted(set(got)) == [f"line {i:06d}" for i in range(LINES)]
     s = sink.saved
     assert (s["acked"], s["failures"], s["retried"]) == (LINES, 1, len(client.sends[1]))
+
+
+class SlowAckClient:
+    """Acknowledges every frame, each ack taking ``delay`` seconds to arrive (a slow aggregator)."""
+
+    address = "tcp://slow:24224"
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.frames = 0
+
+    async def submit(self, frame: bytes, chunk_id: str | None) -> Unacked:
+        self.frames += 1
+        ack = asyncio.get_running_loop().create_future()
+        ack.set_result(None)
+        return Unacked(ack, None)
+
+    async def acked(self, unacked: Unacked) -> None:
+        await asyncio.sleep(self.delay)
+        await unacked.future
+
+    async def close(self) -> None:
+        pass
+
+
+def test_time_with_the_window_full_is_measured_only_while_more_waits(tmp_path):
+    """window_full_s (logged when a container's logs are delivered): each ack the sink waits for with the window full
+    and more to send counts in full; waiting with nothing more to send is not the destination setting the pace."""
+    delay = 0.05
+    client = SlowAckClient(delay)
+    sink = make_sink(tmp_path / "a", client)
+    sink.window = 1
+    write_lines(sink)
+    sink.sealed = True
+    asyncio.run(drain(sink))
+    batches = client.frames
+    assert batches >= 5 and sink.saved["acked"] == LINES
+    assert sink.stats.window_full_s >= delay * (batches - 1)  # the last ack: nothing more was waiting
+
+    one = SlowAckClient(delay)
+    sink = make_sink(tmp_path / "b", one)
+    sink.window = 1
+    write_lines(sink, 100)  # one batch: nothing waits behind its ack
+    sink.sealed = True
+    asyncio.run(drain(sink))
+    assert one.frames == 1 and sink.stats.window_full_s == 0
