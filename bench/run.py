@@ -24,7 +24,7 @@ Results: bench/results/latest.json (every run, the summaries, the machine) and l
 Environment knobs (all optional):
   BENCH_RUNS=7            rounds per workload
   BENCH_LINES=1000000     lines of the short and 100-byte workloads
-  BENCH_BIG_LINES=1000    lines of the 40 KB workload
+  BENCH_BIG_LINES=10000   lines of the 40 KB workload (400 MB: seconds for every path, not a blip)
   BENCH_WORKLOADS=short,100b,40kb   subset, in this order
   BENCH_PATHS=json-file,none,floor,logbridge,logbridge+forward,logbridge+loki,logbridge+es,fluentd   subset
                           (json-file is always kept); floor: bench/floor_plugin.py, a plugin that splices each FIFO
@@ -46,6 +46,9 @@ Environment knobs (all optional):
   BENCH_SCALE=            e.g. 10,100,1000: instead of the workloads, N containers logging at once (bench/scale.py:
                           BENCH_SCALE_RATE=10 lines/s each for BENCH_SCALE_SECONDS=300, BENCH_SCALE_PATHS=
                           logbridge+forward,json-file); results in bench/results/scale.{json,md}
+  BENCH_SWEEP=0           1: instead of the workloads, the cost curves (bench/sweep.py): line size and container
+                          count at BENCH_SWEEP_MB=100 MB a point, BENCH_SWEEP_RUNS=2 rounds, BENCH_SWEEP_PATHS=...,
+                          then latency at 100 lines/s and the idle cost; bench/results/sweep.{json,md}
 """
 
 from __future__ import annotations
@@ -107,6 +110,12 @@ class Workload:
     def entries(self) -> int:
         return self.lines * self.entries_per_line * self.containers
 
+    def records(self, path: str) -> int:
+        """What the path's receiver gets: an entry per 16 KiB chunk, but one document per line for Elasticsearch
+        (its output joins the chunks, up to es-max-message-size, 1 MiB by default)."""
+        joined = path == es_bench.PATH and self.line_bytes // max(self.lines, 1) <= 1 << 20
+        return self.total_lines if joined else self.entries
+
     @property
     def total_lines(self) -> int:
         return self.lines * self.containers
@@ -132,7 +141,7 @@ def _repeat(width: int, n: int) -> str:
 
 def workloads() -> dict[str, Workload]:
     n = env_int("BENCH_LINES", 1_000_000)
-    big = env_int("BENCH_BIG_LINES", 1000)
+    big = env_int("BENCH_BIG_LINES", 10_000)
     k = env_int("BENCH_CONC_CONTAINERS", 100)
     secs = env_int("BENCH_CONC_SECONDS", 30)
     rate = env_int("BENCH_CONC_RATE", 2000)
@@ -244,6 +253,9 @@ def floor_plugin_dir(plugin_dir: Path, out: Path) -> Path:
     config["interface"]["socket"] = "floor.sock"
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
+
+
+OUTPUT_NAMES = {"logbridge+forward": "forward", "logbridge+loki": "loki", es_bench.PATH: "elasticsearch"}
 
 
 # ------------------------------------------------------------------------------------------------- receiver
@@ -534,6 +546,29 @@ class Bench:
             return self.dockerd.json_file_log(cid)
         return self.plugin.json_log(cid)
 
+    def window_full_s(self, path: str, cids: list[str], wait: float = 5.0) -> float | None:
+        """Seconds the path's output spent with its window full and more to send, waiting for acks, summed over the
+        run's containers: the plugin logs it when a container's logs are all delivered (driver/pipeline.py)."""
+        output = OUTPUT_NAMES.get(path)
+        if output is None or self.plugin is None:
+            return None
+        pattern = re.compile(rf'{output}_window_full_s\\*"?:\s*([0-9.]+)')
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                text = self.dockerd.log_path.read_text(errors="replace")
+            except OSError:
+                text = ""
+            found = {}
+            for line in text.splitlines():
+                if "logs delivered" in line:
+                    for cid in cids:
+                        if cid[:12] in line and (m := pattern.search(line)):
+                            found[cid] = float(m[1])
+            if len(found) == len(cids) or time.monotonic() > deadline:
+                return round(sum(found.values()), 3) if found else None
+            time.sleep(0.1)
+
     def plugin_pid(self, path: str = "logbridge") -> int | None:
         """The process of the plugin a path logs through: the floor's for `floor`, else logbridge's."""
         plugin = self.floor if path == "floor" else self.plugin
@@ -576,7 +611,8 @@ class Bench:
         spy = PySpy(self.plugin_pid(path), pyspy_out) if pyspy_out else None
         sampler = PssSampler(self.plugin_pid(path) if spec.plugin else None)
         load = procstat.loadavg()
-        recv_base = receiver.expect(expected) if receiver else 0
+        recv_expected = workload.records(path)
+        recv_base = receiver.expect(recv_expected) if receiver else 0
         cpu0 = self.cpu(receiver, path)
         pss_idle = sampler.start()
         t0 = time.monotonic()
@@ -621,7 +657,7 @@ class Bench:
         if spec.stores:
             lost = max(lost, expected - stored)
         if spec.forwards:
-            lost = max(lost, expected - received)
+            lost = max(lost, recv_expected - received)
         complete_at = max(t for t in (exit_at, stored_at, acked_at) if t is not None) if exit_at else None
         if (spec.stores and not stored_at) or (spec.forwards and not acked_at):
             complete_at = None
@@ -645,8 +681,9 @@ class Bench:
             "pss_peak_mb": round(pss_peak / 1e6, 1) if spec.plugin else None,
             "stored_entries": stored if spec.stores else None,
             "received_records": received if spec.forwards else None,
-            "lost": lost, "duplicates": max(0, received - expected) if spec.forwards else 0,
+            "lost": lost, "duplicates": max(0, received - recv_expected) if spec.forwards else 0,
             "dual_logging_cache": dual_cache, "loadavg_before": load,
+            "window_full_s": self.window_full_s(path, cids) if spec.plugin and spec.forwards else None,
             **(outage.figures() if outage else {}),
         }
         for key in ("plugin", "dockerd", "receiver"):
@@ -667,7 +704,7 @@ class Bench:
 FIGURES = ["exit_s", "stored_s", "acked_s", "complete_s", "lines_per_s", "mb_per_s", "plugin_cpu_s",
            "plugin_cpu_per_m", "dockerd_cpu_per_m", "receiver_cpu_per_m", "plugin_cpu_per_gb", "dockerd_cpu_per_gb",
            "receiver_cpu_per_gb", "pss_idle_mb", "pss_peak_mb", "lost", "outage_pss_start_mb", "outage_pss_max_mb",
-           "outage_pss_end_mb", "outage_pss_growth_pct", "outage_pss_end_pct"]
+           "outage_pss_end_mb", "outage_pss_growth_pct", "outage_pss_end_pct", "window_full_s"]
 PER_GB = {"40kb"}  # workloads whose CPU the table shows per GB of output rather than per million lines
 
 
@@ -836,6 +873,10 @@ def markdown(result: dict) -> str:
                 after += ["", f"{path}: plugin PSS while the receiver was stopped: {mb['start']} MB when it stopped, "
                           f"at most {mb['max']} MB, {mb['end']} MB when it resumed "
                           f"(growth {cell(s['outage_pss_growth_pct'], '{:.1f}')} %{end_pct})."]
+        waits = [f"{path} {cell(s['window_full_s'])} s" for path, s in paths.items() if s.get("window_full_s")]
+        if waits:
+            after += ["", "Time with the output's window full, waiting for acks with more to send (per run, summed "
+                      "over its containers): " + ", ".join(waits) + "."]
         lines += after
         lines.append("")
     lines += ["## Targets (issue 5; short-line medians)", "", "| target | value | limit | met |", "|---|---|---|---|"]
@@ -919,13 +960,17 @@ def main() -> int:
     if scale_mode:
         from bench import scale
         wanted, paths = [], list(scale.PATHS)
+    sweep_mode = os.environ.get("BENCH_SWEEP", "0") == "1"  # bench.sweep: the cost curves instead
+    if sweep_mode:
+        from bench import sweep
+        wanted, paths = [], sweep.wanted_paths()
     if "json-file" not in paths:
         paths.insert(0, "json-file")
     unknown = [p for p in paths if p not in PATHS] + [w for w in wanted if w not in all_wl]
     if unknown:
         print(f"unknown path or workload: {unknown}", file=sys.stderr)
         return 2
-    default_out = "scale" if scale_mode else "latest"
+    default_out = "scale" if scale_mode else "sweep" if sweep_mode else "latest"
     out = Path(os.environ.get("BENCH_OUT", str(REPO / "bench" / "results" / default_out)))
     out.parent.mkdir(parents=True, exist_ok=True)
     timeout = env_int("BENCH_TIMEOUT", 180)
@@ -973,6 +1018,8 @@ def main() -> int:
         result["fluentd_request_ack"] = bench.fluentd_ack
         if scale_mode:
             records = scale.run_scale(bench, Path(state), result, out)
+        if sweep_mode:
+            return sweep.run_sweep(bench, result, out)
         for wl_name in wanted:
             wl = all_wl[wl_name]
             if wl_name == "outage":
