@@ -108,11 +108,15 @@ demo: ## on a fresh Debian 12 as root: deps, a dockerd, the plugin, a container 
 	bash plugin/demo.sh
 
 # ---- benchmarks (never part of `make test`) -----------------------------------------------------------------
-.PHONY: microbench
+.PHONY: microbench report
 
 bench: deps venv ## issue 5's benchmark on a private dockerd (root): json-file, none, logbridge, +forward, fluentd; BENCH_RUNS=7 BENCH_LINES=1000000 BENCH_CONCURRENT=1 BENCH_SCALE=10,100,1000 ... (see bench/run.py)
 	$(if $(filter 1,$(BENCH_PYSPY)),$(PIP) install -q --disable-pip-version-check py-spy)
 	$(PY) -m bench.run
+
+report: venv ## bench/results/report.md and plots/*.png from bench/results/sweep.json (make bench BENCH_SWEEP=1) and latest.json
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install -q --disable-pip-version-check -e '.[bench]'
+	$(PY) -m bench.report
 
 microbench: venv ## the plugin's data path without dockerd, µs/line per stage; PROFILE=cprofile|pyinstrument MICROBENCH_ARGS="--workload short,100b,40kb"
 	$(if $(filter pyinstrument,$(PROFILE)),$(PIP) install -q --disable-pip-version-check pyinstrument)
