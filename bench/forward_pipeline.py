@@ -15,7 +15,7 @@ the journal left out), the loop thread's share, the sink batches and forward fra
 the receiver counted (every line acked must be there); --decoded makes the sinks take the decoded way only
 (read_frames then _batch: no direct batches), --profile prints cProfile's top (the loop thread's).
 
-  python -m bench.forward_pipeline [--lines 1000000] [--containers 1] [--rate 300000] [--chunk 65536]
+  python -m bench.forward_pipeline [--lines 1000000] [--workload short] [--containers 1] [--rate 300000] [--chunk 65536]
                                    [--record-ids] [--decoded] [--profile]
 """
 
@@ -133,7 +133,7 @@ async def run(port: int, root: Path, args, profile: cProfile.Profile | None) -> 
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(2)
     each = args.lines // args.containers
-    frames = b"".join(encode_entry(e) for e in entries_for("short", each))
+    frames = b"".join(encode_entry(e) for e in entries_for(args.workload, each))
     boxes = [Container(root, f"c{i}", port, args.record_ids, args.decoded) for i in range(args.containers)]
     if not args.rate:
         for box in boxes:
@@ -167,6 +167,7 @@ async def run(port: int, root: Path, args, profile: cProfile.Profile | None) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.forward_pipeline", description=__doc__.split("\n")[0])
     p.add_argument("--lines", type=int, default=1_000_000)
+    p.add_argument("--workload", default="short", help="bench.microbench's: short, 100b, 40kb, mixed")
     p.add_argument("--containers", type=int, default=1)
     p.add_argument("--rate", type=int, default=300_000, help="lines/s per container (0: the journal is full first)")
     p.add_argument("--chunk", type=int, default=64 << 10, help="bytes per journal write (dockerd's FIFO: 64 KiB)")

@@ -551,13 +551,14 @@ class Bench:
             return self.dockerd.json_file_log(cid)
         return self.plugin.json_log(cid)
 
-    def window_full_s(self, path: str, cids: list[str], wait: float = 5.0) -> float | None:
-        """Seconds the path's output spent with its window full and more to send, waiting for acks, summed over the
-        run's containers: the plugin logs it when a container's logs are all delivered (driver/pipeline.py)."""
+    def delivered(self, path: str, cids: list[str], figure: str, wait: float = 5.0) -> float | None:
+        """A figure of the path's output summed over the run's containers, from the line the plugin logs when a
+        container's logs are all delivered (driver/pipeline.py): ``window_full_s``, the seconds its window was full
+        with more to send, waiting for acks; ``batches``, the batches acknowledged."""
         output = OUTPUT_NAMES.get(path)
         if output is None or self.plugin is None:
             return None
-        pattern = re.compile(rf'{output}_window_full_s\\*"?:\s*([0-9.]+)')
+        pattern = re.compile(rf'{output}_{figure}\\*"?:\s*([0-9.]+)')
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -688,7 +689,8 @@ class Bench:
             "received_records": received if spec.forwards else None,
             "lost": lost, "duplicates": max(0, received - recv_expected) if spec.forwards else 0,
             "dual_logging_cache": dual_cache, "loadavg_before": load,
-            "window_full_s": self.window_full_s(path, cids) if spec.plugin and spec.forwards else None,
+            "window_full_s": self.delivered(path, cids, "window_full_s") if spec.plugin and spec.forwards else None,
+            "batches": self.delivered(path, cids, "batches") if spec.plugin and spec.forwards else None,
             **(outage.figures() if outage else {}),
         }
         for key in ("plugin", "dockerd", "receiver"):
@@ -709,7 +711,7 @@ class Bench:
 FIGURES = ["exit_s", "stored_s", "acked_s", "complete_s", "lines_per_s", "mb_per_s", "plugin_cpu_s",
            "plugin_cpu_per_m", "dockerd_cpu_per_m", "receiver_cpu_per_m", "plugin_cpu_per_gb", "dockerd_cpu_per_gb",
            "receiver_cpu_per_gb", "pss_idle_mb", "pss_peak_mb", "lost", "outage_pss_start_mb", "outage_pss_max_mb",
-           "outage_pss_end_mb", "outage_pss_growth_pct", "outage_pss_end_pct", "window_full_s"]
+           "outage_pss_end_mb", "outage_pss_growth_pct", "outage_pss_end_pct", "window_full_s", "batches"]
 PER_GB = {"40kb"}  # workloads whose CPU the table shows per GB of output rather than per million lines
 
 
@@ -883,6 +885,10 @@ def markdown(result: dict) -> str:
         if waits:
             after += ["", "Time with the output's window full, waiting for acks with more to send (per run, summed "
                       "over its containers): " + ", ".join(waits) + "."]
+        sizes = [f"{path} {cell(s['batches'], '{:,.0f}')}" for path, s in paths.items() if s.get("batches")]
+        if sizes:
+            after += ["", "Batches each run's output had acknowledged (a batch's cost is paid per batch, not per line): "
+                      + ", ".join(sizes) + "."]
         lines += after
         lines.append("")
     lines += ["## Targets (issue 5; short-line medians)", "", "| target | value | limit | met |", "|---|---|---|---|"]
@@ -1059,7 +1065,7 @@ def main() -> int:
                     log(f"{wl_name} r{rnd} {path:18} exit {rec['exit_s']}  stored {rec['stored_s']}  "
                         f"acked {rec['acked_s']}  plugin {rec['plugin_cpu_s']} CPU-s  dockerd "
                         f"{rec['dockerd_cpu_s']} CPU-s  pss {rec['pss_idle_mb']}/{rec['pss_peak_mb']} MB  "
-                        f"lost {rec['lost']}")
+                        f"lost {rec['lost']}  batches {rec.get('batches')}")
             if os.environ.get("BENCH_PYSPY", "0") == "1":
                 for path in paths:
                     if PATHS[path].plugin:

@@ -288,7 +288,9 @@ class Pipeline:
         log.info("container's logs delivered", extra={
             "container": self.container_id[:12], "lines": self.jsonlog.stats.lines_written,
             **{f"{o.name}_window_full_s": round(o.stats.window_full_s, 3)
-               for o in self.outputs if hasattr(getattr(o, "stats", None), "window_full_s")}})
+               for o in self.outputs if hasattr(getattr(o, "stats", None), "window_full_s")},
+            **{f"{o.name}_batches": o.stats.batches
+               for o in self.outputs if hasattr(getattr(o, "stats", None), "batches")}})
         self._on_finished(self)
 
     async def close(self, grace: float = 5.0) -> None:

@@ -68,6 +68,7 @@ class OutputStats:
     # Seconds spent with the window full and more to send, waiting for the oldest ack: the time the destination's
     # acks, not this output's work, set the pace (logged when the container's logs are all delivered).
     window_full_s: float = 0.0
+    batches: int = 0  # batches acknowledged since the plugin started (lines per batch: what each batch's cost buys)
 
 
 @dataclass
@@ -194,7 +195,8 @@ class AckedOutput:
         acknowledged, never past one that is not (a later one acknowledged first waits for it). When a delivery
         fails, nothing is kept in memory: every batch taken since the saved cursor is given back and the journal
         is read again on the next attempt, so an output whose destination is away costs disk, not memory. While
-        it is away (probing) one small batch goes at a time, none prepared ahead."""
+        it is away (probing) one small batch goes at a time, none prepared ahead. Behind a batch in flight only a
+        whole batch goes (``_full_batch_waiting``); fewer lines wait for the acks."""
         left = self._time_left()
         if left is not None and left <= 0 and not self.caught_up():
             self._forget_in_flight(retried=False)
@@ -210,6 +212,8 @@ class AckedOutput:
                         break
                     if not self._journal_has_more():
                         break  # no hand-off to a worker thread for an empty batch
+                    if self._in_flight and not self._full_batch_waiting():
+                        break  # a short batch goes once the ones in flight are acked: it will be longer then
                     if not probing:
                         await self._gather()
                     limit = min(self._limit, self.PROBE_BYTES) if probing else self._limit
@@ -222,7 +226,8 @@ class AckedOutput:
                 sending[1] = await self._within_deadline(self._send(sending[0]))
             if not self._in_flight:
                 return False
-            if not probing and self._journal_has_more() and self._prepare_after(self._in_flight[-1][0]):
+            if (not probing and self._journal_has_more() and self._prepare_after(self._in_flight[-1][0])
+                    and (len(self._in_flight) == 1 or self._full_batch_waiting())):
                 following = loop.run_in_executor(executor, self._prepare, self._limit)
             head = self._in_flight[0]
             if len(self._in_flight) < window and not await self._ack_or_more(loop, head):
@@ -243,6 +248,7 @@ class AckedOutput:
             if acked:
                 batch = self._in_flight.popleft()[0]
                 self._saved_pos = batch.end
+                self.stats.batches += 1
                 # Saved before the next batch goes, so a kill repeats at most the window. Usually one pwrite into
                 # the page cache (as the journal's splices on this thread): a worker thread would cost more.
                 if not self._save(batch.end, in_place_only=True):
@@ -263,6 +269,13 @@ class AckedOutput:
         """Whether the journal holds bytes past the cursor (else preparing a batch would find nothing)."""
         return self.cursor.pos < self.journal.end  # a cursor before journal.start is before the end too
 
+    def _full_batch_waiting(self) -> bool:
+        """Whether the journal holds a whole batch past the cursor. With batches in flight only a whole one is
+        sent before their acks come (Nagle's rule, for batches): short ones would cost the same per batch (a step,
+        a worker-thread hand-off, a write, an ack, a cursor save) for fewer lines, and what waits goes within one
+        ack's round trip, in the next batch."""
+        return self.journal.end - self.cursor.pos >= self._limit
+
     async def _ack_or_more(self, loop: asyncio.AbstractEventLoop, head: list) -> bool:
         """Wait until the oldest batch is settled (True) or the journal grew (False)."""
         if not isinstance(head[1], asyncio.Future):
@@ -277,7 +290,7 @@ class AckedOutput:
     def journal_grew(self) -> None:
         """The pipeline put new frames in the journal: a step waiting for an ack with room left in its window wakes
         to send them (a window the journal ran dry in would stay short until the oldest ack otherwise)."""
-        if self._grew is not None and not self._grew.done():
+        if self._grew is not None and not self._grew.done() and self._full_batch_waiting():
             self._grew.set_result(None)
 
     async def _within_deadline(self, awaitable):
