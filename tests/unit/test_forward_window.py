@@ -17,7 +17,7 @@ from driver.outputs.forward.client import ForwardClient, Unacked
 from tests.unit.test_forward_sink import CID, ScriptedClient, make_sink, records_of
 
 WINDOW = 4
-LINES = 20_000  # ~9 batches of 64 KiB of journal
+LINES = 80_000  # ~9 batches of 256 KiB of journal
 
 
 def write_lines(sink, n: int = LINES) -> list[bytes]:
@@ -141,6 +141,7 @@ def test_a_connection_lost_with_the_window_unacked_resends_all_of_it_with_the_sa
         client = ForwardClient(address, retry_wait=0.01, ack_timeout=30)
         sink = make_sink(tmp_path, client, record_ids=True)
         sink.window = WINDOW
+        sink._limit = 64 << 10  # batches of one frame each: the aggregator's requests are then batches
         sink.stats.up = True  # as after an earlier ack: full batches, the window open
         write_lines(sink)
         sink.sealed = True
@@ -164,11 +165,12 @@ def test_a_connection_lost_with_the_window_unacked_resends_all_of_it_with_the_sa
     assert CID[:12] in next(iter(unacked.values()))
 
 
-def test_forward_window_is_a_log_opt_from_1_to_64():
+def test_forward_window_is_a_log_opt_from_1_to_16():
     address = {"fluentd-address": "tcp://agg:24224"}
     assert parse_options(address)["forward-window"] == 4
     assert parse_options({**address, "forward-window": "1"})["forward-window"] == 1
-    for bad in ("0", "65", "-1", "four"):
+    assert parse_options({**address, "forward-window": "16"})["forward-window"] == 16
+    for bad in ("0", "17", "-1", "four"):
         with pytest.raises(OptionError, match="forward-window"):
             parse_options({**address, "forward-window": bad})
 
@@ -179,6 +181,7 @@ def test_after_a_frame_in_flight_failed_nothing_newer_goes_before_its_resend(tmp
     client = ScriptedClient(fail_at=2)
     sink = make_sink(tmp_path, client, record_ids=True)
     sink.window = WINDOW
+    sink._limit = 64 << 10  # batches of one frame each: the 2nd frame is the 2nd batch
     sink.stats.up = True
     write_lines(sink)
     sink.sealed = True
@@ -236,3 +239,77 @@ def test_time_with_the_window_full_is_measured_only_while_more_waits(tmp_path):
     sink.sealed = True
     asyncio.run(drain(sink))
     assert one.frames == 1 and sink.stats.window_full_s == 0
+
+
+class HeldAckClient:
+    """Takes every frame and acknowledges one only when the test says so."""
+
+    address = "tcp://held:24224"
+
+    def __init__(self) -> None:
+        self.sends: list[list[dict]] = []
+        self.acks: list[asyncio.Future] = []
+
+    async def submit(self, frame: bytes, chunk_id: str | None) -> Unacked:
+        self.sends.append(records_of(frame))
+        self.acks.append(asyncio.get_running_loop().create_future())
+        return Unacked(self.acks[-1], None)
+
+    async def acked(self, unacked: Unacked) -> None:
+        await unacked.future
+
+    async def close(self) -> None:
+        pass
+
+
+def test_with_a_batch_in_flight_only_a_whole_batch_goes_before_its_ack(tmp_path):
+    """Nagle's rule for batches: a short batch sent behind one in flight costs a whole batch's work (a step, a
+    worker-thread hand-off, a write, an ack, a cursor save) for a few lines. Lines that arrive while a batch is in
+    flight wait for its ack, unless a whole batch of them is there; then every line goes, once, in order."""
+    client = HeldAckClient()
+    sink = make_sink(tmp_path, client)
+    sink.window = WINDOW
+    sink.stats.up = True  # the aggregator answered before: no probing
+
+    async def until(cond, what: str) -> None:
+        async with asyncio.timeout(10):  # a bound on a failure, not a wait for success
+            while not cond():
+                await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1) as executor:
+            async def steps() -> None:
+                while await sink.step(loop, executor) or not sink.sealed:
+                    await asyncio.sleep(0.001)
+            stepping = asyncio.ensure_future(steps())
+            try:
+                write_lines(sink, 100)
+                sink.journal_grew()
+                await until(lambda: len(client.sends) == 1, "the first batch")
+                sink.journal.write(b"".join(encode_entry(("stdout", 10**18, b"late %06d" % i, False, False, "", 0))
+                                            for i in range(100)))
+                sink.journal_grew()
+                for _ in range(20):  # steps had every chance to send the 100 late lines
+                    await asyncio.sleep(0.005)
+                assert len(client.sends) == 1
+                sink.journal.write(b"".join(encode_entry(("stdout", 10**18, b"more %06d" % i, False, False, "", 0))
+                                            for i in range(10_000)))  # more than a batch of journal
+                sink.journal_grew()
+                await until(lambda: len(client.sends) >= 2, "a whole batch behind the first")
+                second = [r["log"] for records in client.sends[1:] for r in records]  # its frames
+                assert second[:101] == [f"late {i:06d}" for i in range(100)] + ["more 000000"]
+                assert len(second) > 6000  # a whole batch (256 KiB of journal: ~7,400 of these lines)
+                sink.sealed = True
+                while not sink.caught_up():
+                    for ack in client.acks:
+                        if not ack.done():
+                            ack.set_result(None)
+                    await asyncio.sleep(0.005)
+            finally:
+                stepping.cancel()
+    asyncio.run(scenario())
+    got = [r["log"] for records in client.sends for r in records]
+    assert got == ([f"line {i:06d}" for i in range(100)] + [f"late {i:06d}" for i in range(100)]
+                   + [f"more {i:06d}" for i in range(10_000)])
+    assert sink.saved["acked"] == 10_200

@@ -19,7 +19,7 @@ from driver.options import (
     Options,
 )
 
-MAX_WINDOW = 64  # batches: ~16 MB of frames in memory per container at most
+MAX_WINDOW = 16  # batches: 4 MiB of journal, ~19 MB of frames of short lines in memory per container at most
 
 
 def _fluentd(name: str, kind: Kind, default: str | None, help: str) -> Option:
@@ -40,7 +40,7 @@ OPTIONS: tuple[Option, ...] = (
     _fluentd("fluentd-request-ack", BOOL, "true", "ask the receiver to acknowledge each batch (at-least-once)"),
     _fluentd("fluentd-write-timeout", DURATION, "10s", "give up a connection when a write takes longer"),
     _fluentd("fluentd-async-reconnect-interval", RECONNECT, None, "accepted for compatibility"),
-    Option("forward-window", COUNT, "4", "batches (64 KiB of journal each) sent before the oldest one's ack came, "
+    Option("forward-window", COUNT, "4", "batches (256 KiB of journal each) sent before the oldest one's ack came, "
            f"1 to {MAX_WINDOW}; a kill or a reconnect sends at most these again", "forward"),
     Option("forward-compress", BOOL, "false", "send CompressedPackedForward (gzip) frames", "forward"),
     Option("forward-record-id", BOOL, "false", "add record_id (container, journal offset of the line): the same "
@@ -72,6 +72,6 @@ def turned_on(opts: Options) -> bool:
 def check(opts: Options) -> None:
     if opts["forward-window"] > MAX_WINDOW:
         raise OptionError(f"logbridge: invalid log-opt forward-window={opts['forward-window']}: at most {MAX_WINDOW} "
-                          "batches may wait for their acks (each holds up to 64 KiB of journal in memory)")
+                          "batches may wait for their acks (each holds up to 256 KiB of journal in memory)")
     if "fluentd-async" in opts.given and "fluentd-async-connect" in opts.given:
         raise OptionError("logbridge: log-opts fluentd-async and fluentd-async-connect conflict: use fluentd-async")
