@@ -7,14 +7,39 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections import Counter
 
+from driver.frames import encode_entry
 from driver.outputs.forward import codec
-from driver.outputs.forward.sink import WINDOW
+from driver.outputs.forward.sink import BATCH_BYTES, WINDOW
 from tests.plugin_harness import FakeLogger, wait_for
-from tests.process.test_forward_process import FAST, bound, write_numbers
+from tests.process.test_forward_process import FAST
 
-HELD = 2  # the first connection never acks its 2nd request (the first full batch; the 1st is a probe)
+HELD = 2  # the first connection never acks its 2nd request (the first batch after the probe)
+PAD = b"x" * 92
+# 100-byte lines: a batch (BATCH_BYTES of journal, ~2,200 of them) is one forward frame of ~0.5 MB, under the
+# 1 MB a frame may hold, so the server's requests are the sink's batches (short lines with record ids would
+# make two frames of a batch).
+
+
+def line(i: int) -> bytes:
+    return b"%08d" % i + PAD
+
+
+def number(record: dict) -> int:
+    return int(record["log"][:8])
+
+
+def write_lines(logger: FakeLogger, n: int, chunk: int = 500) -> None:
+    for start in range(1, n + 1, chunk):
+        logger.write(b"".join(encode_entry(("stdout", time.time_ns(), line(i), False, False, "", 0))
+                              for i in range(start, min(start + chunk, n + 1))))
+
+
+def bound() -> int:
+    """Records in the window (WINDOW batches of BATCH_BYTES of journal): the sink's duplicate bound."""
+    return WINDOW * (BATCH_BYTES // len(encode_entry(("stdout", time.time_ns(), line(1), False, False, "", 0))) + 1)
 
 
 class HoldingServer:
@@ -81,8 +106,8 @@ def test_ack_of_batch_n_plus_1_before_n_then_sigkill_resends_batch_n(plugin):
         logger = FakeLogger(plugin, config={"fluentd-address": f"tcp://127.0.0.1:{server.port}",
                                             "forward-record-id": "true", **FAST})
         logger.start()
-        n = 30_000  # ~12 batches of 64 KiB of journal: more than the window after the held one
-        write_numbers(logger, 1, n)
+        n = 30_000  # ~14 batches of journal: more than the window after the held one
+        write_lines(logger, n)
         # The window: batch N unacked, the WINDOW - 1 batches after it sent and acked.
         assert wait_for(lambda: server.acked_after_held >= WINDOW - 1, timeout=30), len(server.first)
         with server.lock:
@@ -95,23 +120,26 @@ def test_ack_of_batch_n_plus_1_before_n_then_sigkill_resends_batch_n(plugin):
             sent_first = len(server.first)
         assert saved_pos(plugin, logger.container_id) == held_start  # what the restart reads
         assert sent_first == HELD + WINDOW - 1  # no batch beyond the window went while N waited
+        with server.lock:
+            furthest = max(offset(request[-1]) for request in server.first)
+        assert furthest < held_start + WINDOW * BATCH_BYTES  # nor any frame of one
         plugin.start()
         logger.stop()
 
         def every_line() -> Counter | None:
             with server.lock:
-                seen = Counter(int(r["log"]) for r in [r for request in server.first for r in request] + server.later)
+                seen = Counter(number(r) for r in [r for request in server.first for r in request] + server.later)
             return seen if all(seen[i] for i in range(1, n + 1)) else None
 
         seen = wait_for(every_line, timeout=60)
         assert seen, "lines missing after the restart"
         with server.lock:
-            again = Counter(int(r["log"]) for r in server.later)
-        assert all(again[int(r["log"])] for r in held)  # batch N went again
+            again = Counter(number(r) for r in server.later)
+        assert all(again[number(r)] for r in held)  # batch N went again
         assert min(offset(r) for r in server.later) == held_start  # from batch N's start, nothing before
         duplicated = sum(c - 1 for c in seen.values())
         print(f"\n[window, ack N+1 before N, SIGKILL] held batch {len(held)} lines at offset {held_start}; "
-              f"{sent_first} requests before the kill; {duplicated} lines twice (bound {bound(n)})")
-        assert duplicated <= bound(n)
+              f"{sent_first} requests before the kill; {duplicated} lines twice (bound {bound()})")
+        assert duplicated <= bound()
     finally:
         server.close()
