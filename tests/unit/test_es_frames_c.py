@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from driver import speedups
 from driver.frames import FrameDecoder, encode_entry
 from driver.journal import CursorStore, Journal
+from driver.outputs.batching import Backoff
 from driver.outputs.elasticsearch import codec, formats
 from driver.outputs.elasticsearch.batcher import Batcher, Part
 from driver.outputs.elasticsearch.client import BulkResult, Outcome
 from driver.outputs.elasticsearch.sink import EsSink
-from driver.outputs.loki.client import Backoff
 from driver.partials import merge_partials_at
 
 pytestmark = pytest.mark.skipif(speedups.encode_es_frames is None,

@@ -13,31 +13,17 @@ from pathlib import Path
 from driver.frames import encode_entry
 from driver.journal import CursorStore, Journal
 from driver.options import parse_options
+from driver.outputs.batching import Backoff
 from driver.outputs.elasticsearch import codec, formats
 from driver.outputs.elasticsearch.batcher import Batcher
 from driver.outputs.elasticsearch.client import EsClient
 from driver.outputs.elasticsearch.options import settings_from
 from driver.outputs.elasticsearch.sink import EsSink
-from driver.outputs.loki.client import Backoff
 from tests.support.elasticsearch import Credentials, Fault, ItemFault, bulk_receiver
+from tests.support.sinks import Waits, drain, run
 
 NOW = time.time_ns()
 INDEX = "logs-docker-default"
-
-
-def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-class Waits:
-    """Records the batcher's backoff waits instead of spending them (a retry follows at once)."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await asyncio.sleep(0)
 
 
 def settings(url: str, **opts):
@@ -72,17 +58,6 @@ class Container:
 
     def saved(self) -> dict:
         return json.loads((self.dir / "cursors" / "elasticsearch.json").read_text())
-
-
-async def drain(*containers: Container, executor=None) -> None:
-    loop = asyncio.get_running_loop()
-    executor = executor or ThreadPoolExecutor(2)
-
-    async def one(c):
-        while await c.sink.step(loop, executor):
-            pass
-
-    await asyncio.gather(*(one(c) for c in containers))
 
 
 def messages(rx, target=INDEX) -> list[str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import random
 
-from driver.outputs.loki.client import Backoff, answer, parse_retry_after
+from driver.outputs.batching import Backoff
+from driver.outputs.loki.client import answer, parse_retry_after
 
 
 def test_a_nan_retry_after_is_no_retry_after():

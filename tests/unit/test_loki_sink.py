@@ -12,34 +12,18 @@ import pytest
 
 from driver.frames import encode_entry
 from driver.journal import CursorStore, Journal
+from driver.outputs.batching import Backoff
 from driver.outputs.loki import codec
 from driver.outputs.loki.batcher import Batcher
-from driver.outputs.loki.client import Backoff, LokiClient
+from driver.outputs.loki.client import LokiClient
 from driver.outputs.loki.limits import NS
 from driver.outputs.loki.sink import BATCH_BYTES, LokiSink
 from tests.support.loki import Fault, LokiReceiver, loki_receiver
+from tests.support.sinks import Waits, drain, run
 from tests.unit.test_loki_client import settings
 
 NOW = time.time_ns()
 LABELS = {"container_name": "app", "host": "h", "filename": "/f.log"}
-
-
-def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-class Waits:
-    """Records the batcher's backoff waits instead of spending them (a retry follows at once)."""
-
-    def __init__(self, gated: bool = False) -> None:
-        self.waits: list[float] = []
-        self.gate = asyncio.Event() if gated else None  # closed: a wait lasts until the test opens it
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        if self.gate is not None:
-            await self.gate.wait()
-        await asyncio.sleep(0)
 
 
 def batcher_for(url: str, *, waits: Waits | None = None, batch_bytes=1 << 20, batch_wait=1.0, **kw) -> Batcher:
@@ -72,17 +56,6 @@ class Container:
 
     def saved(self) -> dict:
         return json.loads((self.dir / "cursors" / "loki.json").read_text())
-
-
-async def drain(*containers: Container, executor=None) -> None:
-    loop = asyncio.get_running_loop()
-    executor = executor or ThreadPoolExecutor(2)
-
-    async def one(c):
-        while await c.sink.step(loop, executor):
-            pass
-
-    await asyncio.gather(*(one(c) for c in containers))
 
 
 def test_every_line_arrives_with_its_labels_and_the_cursor_moves(tmp_path):

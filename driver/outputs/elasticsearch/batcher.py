@@ -6,8 +6,8 @@ A request goes when its parts reach ``es-bulk-size`` bytes, when its oldest part
 or at once when a part is urgent (its container stopped, or its sink has more waiting). Each sink awaits its
 part until every document of it is settled: indexed, a duplicate (409: a resend of something already there),
 or dropped for good (a 400 document error, or a single document over the request limit). Everything else is
-retried, with backoff, for the unsettled documents only; a 413 halves the request (and the later ones). Memory:
-each sink has at most one part queued, so while the cluster is away the backlogs stay in the journals.
+retried, with backoff, for the unsettled documents only; a 413 halves the request (and the later ones). The queue
+and its timing are driver.outputs.batching.PartQueue's.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from driver.outputs.acked import OutputStats
+from driver.outputs.batching import LOG_EVERY, Backoff, PartQueue
 from driver.outputs.elasticsearch import codec
-from driver.outputs.elasticsearch.client import BulkResult, EsClient, Outcome
-from driver.outputs.loki.client import Backoff
+from driver.outputs.elasticsearch.client import EsClient, Outcome
 
 log = logging.getLogger(__name__)
-LOG_EVERY = 30.0  # seconds between repeated log lines about one batcher's failures or drops
 _ID = re.compile(rb'"_id":"([^"]*)"')
 
 
@@ -71,45 +70,28 @@ class Part:
             self.size = len(self.docs.body)
 
 
-class Batcher:
+class Batcher(PartQueue):
+    sink_name = "elasticsearch"
+
     def __init__(self, client: EsClient, *, bulk_bytes: int, batch_wait: float, backoff_init: float,
                  backoff_max: float, backoff: Backoff | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.client = client
+        super().__init__(client, batch_wait=batch_wait, backoff=backoff or Backoff(backoff_init, backoff_max),
+                         sleep=sleep)
         self.bulk_bytes = bulk_bytes  # lowered by a 413
-        self.batch_wait = batch_wait
-        self.backoff = backoff or Backoff(backoff_init, backoff_max)
-        self._sleep = sleep  # tests see the waits instead of spending them
-        self.up = False  # the cluster answered the last request
-        self._queue: list[Part] = []
-        self._changed = asyncio.Event()
-        self._runner: asyncio.Task | None = None
-        self._last_complaint = -LOG_EVERY
         self._last_drop_log = -LOG_EVERY
-        self._in_flight: list[Part] = []
         self._retry_after: float | None = None  # the last failed answer's Retry-After
         self._last_error = ""  # why the last round left documents unsettled (the status view shows it)
-        self.users = 0  # sinks attached (the owner closes the batcher when none is left)
+
+    @property
+    def request_bytes(self) -> int:
+        return self.bulk_bytes
 
     # ---- sink side -----------------------------------------------------------------------------------------
     async def send(self, part: Part) -> Settled:
         """Queue a part and wait until every document of it is settled."""
-        loop = asyncio.get_running_loop()
-        part.done = loop.create_future()
-        part.queued_at = loop.time()
         part.pending = list(range(len(part.docs)))
-        self._queue.append(part)
-        self._changed.set()
-        if self._runner is None or self._runner.done():
-            self._runner = loop.create_task(self._run())
-        return await asyncio.shield(part.done)
-
-    def hurry(self, stats: EsStats) -> None:
-        """The sink owning these stats was sealed: its queued part goes without waiting for batch-wait."""
-        for part in self._queue:
-            if part.stats is stats:
-                part.urgent = True
-                self._changed.set()
+        return await super().send(part)
 
     def forget(self, stats: EsStats) -> None:
         """The sink owning these stats closed: its part is not retried for it any more (its cursor re-reads it)."""
@@ -118,47 +100,7 @@ class Batcher:
                 part.done.cancel()
         self._queue = [p for p in self._queue if p.stats is not stats]
 
-    async def close(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-        for part in self._queue:
-            if part.done is not None and not part.done.done():
-                part.done.cancel()
-        self._queue.clear()
-        await self.client.close()
-
     # ---- the request loop ----------------------------------------------------------------------------------
-    def _ready(self, now: float) -> float:
-        """0 when a request should go now, else how long until the oldest part has waited batch-wait."""
-        if not self._queue:
-            return float("inf")
-        if any(p.urgent for p in self._queue) or sum(p.size for p in self._queue) >= self.bulk_bytes:
-            return 0.0
-        return max(0.0, self._queue[0].queued_at + self.batch_wait - now)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            wait = self._ready(loop.time())
-            if wait > 0:
-                self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), wait)
-                except TimeoutError:
-                    pass
-                continue
-            parts, size = [], 0
-            while self._queue and (not parts or size + self._queue[0].size <= self.bulk_bytes):
-                part = self._queue.pop(0)
-                parts.append(part)
-                size += part.size
-            self._in_flight = parts
-            try:
-                await self._deliver(parts)
-            finally:
-                self._in_flight = []
-
     async def _deliver(self, parts: list[Part]) -> None:
         """Send the parts' documents until each is settled; only the unsettled ones go again."""
         attempt = 0
@@ -282,13 +224,6 @@ class Batcher:
                         extra={"sink": "elasticsearch", "url": self.client.url, "status": item.status,
                                "reason": item.error_type, "error": item.reason[:500],
                                "id": found.group(1).decode() if found else ""})
-
-    def _complain(self, what: str, result: BulkResult) -> None:
-        now = time.monotonic()
-        if now - self._last_complaint >= LOG_EVERY:
-            self._last_complaint = now
-            log.warning(what, extra={"sink": "elasticsearch", "url": self.client.url, "status": result.status,
-                                     "error": result.message[:500]})
 
 
 def _grouped(docs: list[tuple[Part, int]]) -> list[tuple[Part, list[int]]]:

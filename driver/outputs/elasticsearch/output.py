@@ -10,12 +10,12 @@ from driver.info import LogInfo, extra_attributes
 from driver.journal import CursorStore, Journal
 from driver.options import OptionError
 from driver.outputs import Container, Output
+from driver.outputs.batching import Batchers
 from driver.outputs.elasticsearch import formats
 from driver.outputs.elasticsearch.batcher import make_batcher
 from driver.outputs.elasticsearch.codec import DocumentTemplate, container_fields, format_fields
 from driver.outputs.elasticsearch.options import OPTION_ROWS, enabled, settings_from
 from driver.outputs.elasticsearch.sink import NAME, EsSink
-from driver.outputs.loki.batcher import Batchers
 
 __all__ = ["OPTION_ROWS", "enabled", "build", "template_for", "OUTPUT"]
 

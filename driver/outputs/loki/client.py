@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import enum
 import math
-import random
 import ssl
 from dataclasses import dataclass
 
@@ -72,25 +71,6 @@ def parse_retry_after(value: str | None) -> float | None:
     if math.isnan(seconds):  # float() takes "nan", and min/max would pass it on as the wait
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-class Backoff:
-    """dskit's backoff, as the driver uses it: retry n waits a uniform time in [min·2^(n-1), min·2^n), at most
-    max. ``rng`` is injectable for tests."""
-
-    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        self.min_s, self.max_s = min_s, max_s
-        self.retries = 0
-        self._rng = rng or random.Random()
-
-    def next(self, retry_after: float | None = None) -> float:
-        self.retries += 1
-        low = self.min_s * 2 ** (self.retries - 1)
-        delay = min(self._rng.uniform(low, 2 * low) if low < self.max_s else self.max_s, self.max_s)
-        return max(delay, retry_after or 0.0)
-
-    def reset(self) -> None:
-        self.retries = 0
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:

@@ -8,7 +8,8 @@ import socket
 from driver.info import LogInfo
 from driver.journal import CursorStore, Journal
 from driver.outputs import Container, Output
-from driver.outputs.loki.batcher import Batchers, make_batcher
+from driver.outputs.batching import Batchers
+from driver.outputs.loki.batcher import make_batcher
 from driver.outputs.loki.labels import container_labels
 from driver.outputs.loki.options import OPTION_ROWS, enabled, settings_from
 from driver.outputs.loki.sink import NAME, LokiSink
