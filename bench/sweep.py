@@ -44,10 +44,6 @@ DEFAULT_PATHS = ["json-file", "floor", "fluentd", "logbridge", "logbridge+forwar
 LATENCY_PATHS = ["json-file", "logbridge", "logbridge+forward", "fluentd"]
 IDLE_PATHS = ["json-file", "logbridge", "logbridge+forward"]
 IDLE_CONTAINERS = 100
-# Lines over 16 KiB are not measured for Loki: its output joins a line's chunks within a batch, so a line that a batch
-# boundary cuts arrives as two entries and the receiver's count cannot tell when every line is in.
-LOKI_LONG_LINES = "logbridge+loki is left out of the points with lines over 16 KiB: its output joins a line's 16 KiB " \
-    "chunks within a batch only, so the number of entries Loki gets depends on where batches are cut"
 
 
 def wanted_paths() -> list[str]:
@@ -86,8 +82,6 @@ def run_points(bench: Bench, paths: list[str], runs: int) -> list[dict]:
     for sweep, x, wl in points():
         for rnd in range(1, runs + 1):
             for path in paths:
-                if path == "logbridge+loki" and wl.entries_per_line > 1:
-                    continue  # see LOKI_LONG_LINES
                 rec = bench.run(path, wl, rnd)
                 rec.update(sweep=sweep, x=x, **_figures(rec))
                 records.append(rec)
@@ -262,7 +256,7 @@ def markdown(result: dict) -> str:
              f"{result['runs']} interleaved rounds per point (cells: median (min–max) of {result['runs']}). "
              "done s: until every line was stored (json.log) and acked (receiver), exit for `floor`; CPU: plugin + "
              "dockerd + receiver, utime+stime. Receivers: bench.receiver (forward, acks; fluentd's too), "
-             "bench.loki_receiver, bench.elasticsearch, as in the sitting. " + LOKI_LONG_LINES + ".", ""]
+             "bench.loki_receiver, bench.elasticsearch, as in the sitting.", ""]
     titles = {"size": "Line size (one container)", "containers": "Container count (100-byte lines)"}
     for sweep, by_x in result["summary"].items():
         lines += [f"## {titles.get(sweep, sweep)}", "",

@@ -4,7 +4,9 @@ split, as json-file does, so node agents that handle Docker's chunks keep workin
 Pure: decoded entries in, entries out. Chunks are joined per (source, partial id), in ordinal order, into one
 complete entry placed where the last chunk was. A sequence is left as it is (its chunks keep their partial
 metadata, which Docker-aware receivers can still join) when it would grow over ``max_bytes`` or when its end is
-not within the same batch: batches are 1 MiB of journal, so that is rare, and it keeps a batch's cursor exact.
+not within the same batch. An output that joins ends a batch before a line whose last chunk is past it
+(``unfinished_line``), so that happens only to a line longer than a batch or one still being written when its
+batch starts.
 """
 
 from __future__ import annotations
@@ -12,6 +14,19 @@ from __future__ import annotations
 
 def merge_partials(entries: list[tuple], max_bytes: int) -> list[tuple]:
     return merge_partials_at(entries, None, max_bytes)[0]
+
+
+def unfinished_line(entries: list[tuple]) -> int | None:
+    """The index of the first chunk of the earliest line whose last chunk is not among ``entries`` (it is past the
+    read, or dockerd has not written it yet), or None."""
+    first: dict[tuple[str, str], int] = {}  # (source, partial id) → index of its first chunk seen
+    for n, entry in enumerate(entries):
+        if entry[3]:
+            key = (entry[0], entry[5])
+            first.setdefault(key, n)
+            if entry[4]:
+                del first[key]
+    return min(first.values()) if first else None
 
 
 def merge_partials_at(entries: list[tuple], offsets: list[int] | None, max_bytes: int,

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from driver.frames import HEADER, MAX_FRAME, FrameDecoder, first_plausible
 from driver.journal import Cursor, CursorStore, Journal
+from driver.partials import unfinished_line
 from driver.sinks.base import read_frames
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class AckedOutput:
     # ahead: an outage then costs one small batch per container in memory instead of two full ones.
     PROBE_BYTES = 16 << 10
     wants_offsets = False  # whether _batch needs each entry's journal offset
+    # Whether _batch joins a line's 16 KiB chunks: then a batch ends before a line whose last chunk is not in it.
+    joins_chunks = False
     # Batches sent before the oldest one's acknowledgement came. More than 1 needs an output whose _send returns
     # before the destination answered (forward's acks are pipelined); others deliver one batch at a time.
     WINDOW = 1
@@ -366,7 +369,7 @@ class AckedOutput:
                 if self.journal.take(self.cursor, start, direct.end - start):
                     return direct
                 continue  # the cap moved the cursor meanwhile: read from where it is now
-            offsets: list[int] | None = [] if self.wants_offsets else None
+            offsets: list[int] | None = [] if self.wants_offsets or self.joins_chunks else None
             got = read_frames(self.journal, self.decoder, start, limit, self.sealed, offsets)
             if got is None:
                 if start < self.journal.start:  # its segment was deleted under us: the cap counted it
@@ -376,6 +379,13 @@ class AckedOutput:
             entries, used = got
             if used == 0:
                 return None
+            if self.joins_chunks:
+                cut = unfinished_line(entries)
+                if cut:  # the batch ends before that line, which goes whole in the next one
+                    used = offsets[cut] - start
+                    entries, offsets = entries[:cut], offsets[:cut]
+                if not self.wants_offsets:
+                    offsets = None
             if self.journal.take(self.cursor, start, used):
                 return self._batch(start, start + used, entries, offsets)
 

@@ -283,6 +283,34 @@ def test_16k_chunks_are_joined_into_one_message_named_by_the_first_chunks_offset
     assert c.sink.stats.indexed == c.sink.stats.acked == 5  # in lines, as received: 3 documents of 5 frames
 
 
+def test_a_long_line_cut_by_the_batch_limit_goes_whole_in_the_next_batch(tmp_path):
+    """A batch (taken the decoded way: it starts with a 40 KB line's chunks) ends inside the next 40 KB line: it
+    ends before that line's first chunk, so Elasticsearch gets it as one message, not a chunk and a join of the
+    other two."""
+
+    def line(byte: bytes, at: int) -> bytes:
+        return b"".join(encode_entry(("stdout", at + i, byte * 16384, True, i == 2, f"p{at}", i + 1))
+                        for i in range(3))
+
+    async def main():
+        async with bulk_receiver() as rx:
+            b = batcher_for(rx.url)
+            c = Container(tmp_path, "app", b)
+            c.write([b"before"])  # the first batch (C stops before a chunk); the long lines start the next
+            first = line(b"a", NOW + 10)
+            c.journal.write(first + line(b"b", NOW + 20))
+            c.write([b"after"], start=NOW + 30)
+            c.sink._limit = len(first) + 20_000  # the first line, the next one's first chunk, part of its second
+            c.sink.sealed = True
+            await drain(c)
+            await b.close()
+            return rx, c
+
+    rx, c = run(main())
+    assert messages(rx) == ["before", "a" * 3 * 16384, "b" * 3 * 16384, "after"]
+    assert c.sink.stats.indexed == 8 and c.sink.stats.batches >= 3
+
+
 def test_counts_are_lifetime_counts_saved_with_the_cursor(tmp_path):
     async def main():
         async with bulk_receiver() as rx:

@@ -176,6 +176,27 @@ def test_16k_chunks_are_joined_into_one_entry(tmp_path):
     assert run(main()).lines() == [b"A" * 16384 + b"B" * 16384 + b"C" * 16384]
 
 
+def test_a_long_line_cut_by_the_batch_limit_goes_whole_in_the_next_batch(tmp_path):
+    """The batch's bytes end inside a 40 KB line: the batch ends before its first chunk, and Loki gets one entry."""
+    chunks = [("stdout", NOW + 1000 + i, bytes([65 + i]) * 16384, True, i == 2, "p1", i + 1) for i in range(3)]
+
+    async def main():
+        async with loki_receiver() as rx:
+            b = batcher_for(rx.url)
+            c = Container(tmp_path, "app", b)
+            c.write([b"short %d" % i for i in range(1000)])
+            c.sink._limit = c.journal.end + 20_000  # the shorts, the first chunk whole, part of the second
+            c.write([x[2] for x in chunks], partial=chunks)
+            c.sink.sealed = True
+            await drain(c)
+            await b.close()
+            return rx, c
+
+    rx, c = run(main())
+    assert rx.lines() == [b"short %d" % i for i in range(1000)] + [b"A" * 16384 + b"B" * 16384 + b"C" * 16384]
+    assert c.sink.stats.batches >= 2
+
+
 def test_a_400_is_final_counted_as_loki_rejected_and_never_resent(tmp_path, caplog):
     async def main():
         # This Loki allows shorter lines than the sink was told: it stores the rest, then answers 400.

@@ -1,6 +1,6 @@
 """Joining dockerd's 16 KiB chunks for the remote side."""
 
-from driver.partials import merge_partials, merge_partials_at
+from driver.partials import merge_partials, merge_partials_at, unfinished_line
 
 
 def chunk(source, pid, ordinal, line, last, t=1):
@@ -55,3 +55,16 @@ def test_merge_partials_at_says_how_many_chunks_each_entry_stands_for():
     assert [e[2] for e in merged] == [b"a", b"b1b2", b"c"] and offsets == [0, 10, 30] and chunks == [1, 2, 1]
     merge_partials_at(entries[:1], [0], 1 << 20, chunks)
     assert chunks == [1]
+
+
+def test_unfinished_line_is_the_first_chunk_of_the_earliest_line_without_its_last():
+    def e(source, pid, last, ordinal):
+        return (source, 0, b"x", True, last, pid, ordinal)
+
+    whole = ("stdout", 0, b"w", False, False, "", 0)
+    assert unfinished_line([whole, whole]) is None
+    assert unfinished_line([whole, e("stdout", "a", False, 1), e("stdout", "a", True, 2)]) is None
+    # stderr's line began first and has no last chunk; stdout's later one is finished
+    assert unfinished_line([whole, e("stderr", "b", False, 1), e("stdout", "a", False, 1), whole,
+                            e("stdout", "a", True, 2)]) == 1
+    assert unfinished_line([e("stdout", "a", False, 1), whole]) == 0  # the line starts the batch

@@ -54,6 +54,7 @@ class EsSink(AckedOutput):
     BATCH_BYTES = BATCH_BYTES
     PROBE_BYTES = PROBE_BYTES
     wants_offsets = True  # ids and event.sequence are journal offsets
+    joins_chunks = True  # a line's 16 KiB chunks are one message (up to es-max-message-size)
 
     def __init__(self, journal: Journal, store: CursorStore, batcher: Batcher, template: DocumentTemplate, *,
                  container_id: str, max_message: int = 1 << 20, on_close=None,

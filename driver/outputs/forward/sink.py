@@ -62,6 +62,7 @@ class ForwardSink(AckedOutput):
         self.wants_offsets = self.record_ids = record_ids
         self.compress = compress
         self.merge_max = merge_max  # join 16 KiB chunks up to this many bytes; None: send chunks as they are
+        self.joins_chunks = bool(merge_max)
         self.chunk_ids = new_chunk_id  # a test gives its own, to compare frames
         # Batches packed in C straight from the frames when the encoder can (else, or False, the decoded way).
         self.direct = self.encoder.encodes_frames

@@ -54,6 +54,7 @@ class LokiSink(AckedOutput):
         super().__init__(journal, store, container_id=container_id, stats=LokiStats())
         self.limits = limits
         self.filtered = labels is None
+        self.joins_chunks = not self.filtered  # a filtered container's lines are dropped, not joined
         self._streams = {src: codec.format_labels(with_source(labels, src)) for src in ("stdout", "stderr")} \
             if labels is not None else {}
         self._base_labels = labels or {}
