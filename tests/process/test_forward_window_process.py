@@ -14,7 +14,7 @@ from driver.frames import encode_entry
 from driver.outputs.forward import codec
 from driver.outputs.forward.sink import BATCH_BYTES, WINDOW
 from tests.plugin_harness import FakeLogger, wait_for
-from tests.process.test_forward_process import FAST
+from tests.process.test_forward_process import FAST, bound
 
 HELD = 2  # the first connection never acks its 2nd request (the first batch after the probe)
 PAD = b"x" * 92
@@ -35,11 +35,6 @@ def write_lines(logger: FakeLogger, n: int, chunk: int = 500) -> None:
     for start in range(1, n + 1, chunk):
         logger.write(b"".join(encode_entry(("stdout", time.time_ns(), line(i), False, False, "", 0))
                               for i in range(start, min(start + chunk, n + 1))))
-
-
-def bound() -> int:
-    """Records in the window (WINDOW batches of BATCH_BYTES of journal): the sink's duplicate bound."""
-    return WINDOW * (BATCH_BYTES // len(encode_entry(("stdout", time.time_ns(), line(1), False, False, "", 0))) + 1)
 
 
 class HoldingServer:
@@ -139,7 +134,7 @@ def test_ack_of_batch_n_plus_1_before_n_then_sigkill_resends_batch_n(plugin):
         assert min(offset(r) for r in server.later) == held_start  # from batch N's start, nothing before
         duplicated = sum(c - 1 for c in seen.values())
         print(f"\n[window, ack N+1 before N, SIGKILL] held batch {len(held)} lines at offset {held_start}; "
-              f"{sent_first} requests before the kill; {duplicated} lines twice (bound {bound()})")
-        assert duplicated <= bound()
+              f"{sent_first} requests before the kill; {duplicated} lines twice (bound {bound(line(1))})")
+        assert duplicated <= bound(line(1))
     finally:
         server.close()

@@ -17,11 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from driver.outputs.acked import OutputStats
-from driver.outputs.batching import Backoff, Batchers, PartQueue
+from driver.outputs.batching import Backoff, PartQueue
 from driver.outputs.loki import codec
 from driver.outputs.loki.client import LokiClient, Outcome, PushResult
-
-__all__ = ["Batcher", "Batchers", "LokiStats", "Part", "make_batcher"]
 
 
 @dataclass
