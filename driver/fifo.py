@@ -10,6 +10,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import time
 
 from driver.frames import HEADER, FrameDecoder, last_boundary
 from driver.journal import Journal, JournalFull
@@ -57,6 +58,9 @@ class FifoSource:
         self.path = path
         self.journal = journal
         self.fd = open_fifo(path)
+        # Wall-clock time, as dockerd stamps lines: every line of this run is stamped later (StartLogging returns
+        # before the container starts), every line of the run before it earlier. ReadLogs' followers cut there.
+        self.opened_ns = time.time_ns()
         self._on_data = on_data
         self._on_eof = on_eof
         self._on_dropped = on_dropped  # counts of the lines lost because the disk was full (see _Overflow)

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -203,21 +204,30 @@ async def _follow(loop, request, response, registry, container_id: str, follower
     steps = _FollowerSteps(loop, follower)
     first = registry.pipelines.get(container_id)
     followed = first.fifo if first is not None else None  # the logger this read follows: one run
+    cut_ns = None  # once the followed run is over: lines stamped from then on belong to a later run
     # json.log skips the tick while this read follows it
     with first.json_log_wanted() if first is not None else contextlib.nullcontext():
         try:
             await _send_all(steps.run, response, _chunks(follower.history(cfg.tail)))
             while not follower.done:
-                pipeline = registry.pipelines.get(container_id)
-                # Ended, as json-file's followers end, when the logger followed closed: a `docker restart` gives the
-                # container a new FIFO at once, so a FIFO other than the followed one means the followed run is over.
-                ended = pipeline is None or pipeline.fifo is None or pipeline.fifo is not followed
-                if ended and pipeline is not None and not await pipeline.json_log_caught_up(FOLLOW_POLL):
-                    ended = False  # json.log is still behind its journal: its last lines are yet to come
                 new = await steps.run(follower.poll)
+                pipeline = registry.pipelines.get(container_id)
+                if cut_ns is None:
+                    # Ended, as json-file's followers end, when the logger followed closed. A `docker restart` gives
+                    # the container a new FIFO at once, and json.log may hold the next run's first lines by the
+                    # time this loop looks (the poll above included): they are stamped after that FIFO opened.
+                    current = pipeline.fifo if pipeline is not None else None
+                    if current is None or current is not followed:
+                        cut_ns = current.opened_ns if current is not None else time.time_ns()
+                if cut_ns is not None:
+                    new = [entry for entry in new if entry[2] < cut_ns]
                 if new:
                     await response.write(_frames(new))
-                if ended:
+                if cut_ns is not None and (pipeline is None or await pipeline.json_log_caught_up(FOLLOW_POLL)):
+                    # json.log now holds the followed run's last lines: one more poll shows them
+                    last = [entry for entry in await steps.run(follower.poll) if entry[2] < cut_ns]
+                    if last:
+                        await response.write(_frames(last))
                     return  # the container's logger closed: json-file ends its followers the same way
                 if request.transport is None or request.transport.is_closing():
                     return  # the client went away
