@@ -71,7 +71,8 @@ def test_follow_ends_when_the_followed_logger_is_replaced_by_a_restart(tmp_path:
     w = LogFile(str(path), None, 1, False)
     w.write_lines(lines(0, 3))
     caught_up = lambda limit: asyncio.sleep(0, True)  # noqa: E731 - json.log holds the journal
-    pipeline = SimpleNamespace(fifo=SimpleNamespace(opened_ns=0), json_log_caught_up=caught_up, json_log_wanted=contextlib.nullcontext)
+    pipeline = SimpleNamespace(fifo=SimpleNamespace(opened_ns=0), json_log_caught_up=caught_up,
+                               json_log_wanted=contextlib.nullcontext)
     registry = SimpleNamespace(pipelines={"c": pipeline})
     request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
     written: list[bytes] = []
@@ -84,7 +85,8 @@ def test_follow_ends_when_the_followed_logger_is_replaced_by_a_restart(tmp_path:
         deadline = time.monotonic() + 10
         while not written and time.monotonic() < deadline:
             await asyncio.sleep(0.01)  # history sent: the follow is under way
-        pipeline.fifo = SimpleNamespace(opened_ns=time.time_ns())  # StopLogging and StartLogging of the restart, between two polls
+        # StopLogging and StartLogging of the restart, between two polls
+        pipeline.fifo = SimpleNamespace(opened_ns=time.time_ns())
         done, _ = await asyncio.wait({task}, timeout=10)
         assert task in done, "still following the next run"
         task.result()
