@@ -64,9 +64,9 @@ def test_a_cancelled_follow_closes_the_follower_after_its_read(tmp_path: Path, m
         w.close()
 
 
-def test_follow_ends_when_the_followed_logger_is_replaced_by_a_restart(tmp_path: Path):
-    """Issue 14 point 5: `docker restart` swaps the container's FIFO between two looks: the follow must end
-    (json-file's follower ends when the logger it followed closes), not follow the next run."""
+def follow_across_restart(tmp_path: Path, restart) -> list[bytes]:
+    """Follow a json.log holding lines 0-2 until the follow ends; `restart(writer, pipeline)` runs once the history
+    is sent. The lines the follower showed."""
     path = tmp_path / "c" / "c-json.log"
     w = LogFile(str(path), None, 1, False)
     w.write_lines(lines(0, 3))
@@ -85,44 +85,7 @@ def test_follow_ends_when_the_followed_logger_is_replaced_by_a_restart(tmp_path:
         deadline = time.monotonic() + 10
         while not written and time.monotonic() < deadline:
             await asyncio.sleep(0.01)  # history sent: the follow is under way
-        # StopLogging and StartLogging of the restart, between two polls
-        pipeline.fifo = SimpleNamespace(opened_ns=time.time_ns())
-        done, _ = await asyncio.wait({task}, timeout=10)
-        assert task in done, "still following the next run"
-        task.result()
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        w.close()
-
-
-def test_follow_shows_no_line_of_the_next_run_already_in_json_log(tmp_path: Path):
-    """The CI race of 53cad33: `docker restart` swapped the FIFO and json.log took the next run's first lines before
-    the follow loop looked; its last poll printed them. A line stamped after the new FIFO opened is the next run's."""
-    path = tmp_path / "c" / "c-json.log"
-    w = LogFile(str(path), None, 1, False)
-    w.write_lines(lines(0, 3))
-    caught_up = lambda limit: asyncio.sleep(0, True)  # noqa: E731 - json.log holds the journal
-    pipeline = SimpleNamespace(fifo=SimpleNamespace(opened_ns=0), json_log_caught_up=caught_up,
-                               json_log_wanted=contextlib.nullcontext)
-    registry = SimpleNamespace(pipelines={"c": pipeline})
-    request = SimpleNamespace(transport=SimpleNamespace(is_closing=lambda: False))
-    written: list[bytes] = []
-    response = SimpleNamespace(write=lambda data: asyncio.sleep(0, written.append(data)))
-    cfg = readlogs.ReadConfig(tail=-1, follow=True, since_ns=None, until_ns=None)
-
-    async def scenario() -> None:
-        task = asyncio.create_task(readlogs._follow(asyncio.get_running_loop(), request, response, registry, "c",
-                                                    Follower(str(path)), cfg))
-        deadline = time.monotonic() + 10
-        while not written and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)  # history sent: the follow is under way
-        # Between two looks: the run's last lines, the restart (its new FIFO opens between t(5) and t(6)), and the
-        # next run's first lines, all in json.log.
-        w.write_lines(lines(3, 6))
-        pipeline.fifo = SimpleNamespace(opened_ns=t(5) + 1)
-        w.write_lines(lines(6, 9))
+        restart(w, pipeline)
         done, _ = await asyncio.wait({task}, timeout=10)
         assert task in done, "still following the next run"
         task.result()
@@ -132,5 +95,29 @@ def test_follow_shows_no_line_of_the_next_run_already_in_json_log(tmp_path: Path
     finally:
         w.close()
     entries, _ = FrameDecoder().decode(b"".join(written), final=True)
-    shown = [entry[2] for entry in entries]
-    assert shown == [b"line %d\n" % i for i in range(6)]
+    return [entry[2] for entry in entries]
+
+
+def test_follow_ends_when_the_followed_logger_is_replaced_by_a_restart(tmp_path: Path):
+    """Issue 14 point 5: `docker restart` swaps the container's FIFO between two looks: the follow must end
+    (json-file's follower ends when the logger it followed closes), not follow the next run."""
+
+    def restart(w: LogFile, pipeline: SimpleNamespace) -> None:
+        # StopLogging and StartLogging of the restart, between two polls
+        pipeline.fifo = SimpleNamespace(opened_ns=time.time_ns())
+
+    assert follow_across_restart(tmp_path, restart) == [b"line %d\n" % i for i in range(3)]
+
+
+def test_follow_shows_no_line_of_the_next_run_already_in_json_log(tmp_path: Path):
+    """The CI race of 53cad33: `docker restart` swapped the FIFO and json.log took the next run's first lines before
+    the follow loop looked; its last poll printed them. A line stamped after the new FIFO opened is the next run's."""
+
+    def restart(w: LogFile, pipeline: SimpleNamespace) -> None:
+        # Between two looks: the run's last lines, the restart (its new FIFO opens between t(5) and t(6)), and the
+        # next run's first lines, all in json.log.
+        w.write_lines(lines(3, 6))
+        pipeline.fifo = SimpleNamespace(opened_ns=t(5) + 1)
+        w.write_lines(lines(6, 9))
+
+    assert follow_across_restart(tmp_path, restart) == [b"line %d\n" % i for i in range(6)]
